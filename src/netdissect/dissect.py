@@ -218,7 +218,7 @@ class _Run:
 
     def capture_once(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with Capture(self.model, self.layer_names) as cap:
-            return cap.run(x)
+            return cap.run(x, stop_early=False)  # a full pass catches layers that fire twice
 
     def _choose_cache(self) -> bool:
         need = sum(l.image_bytes for l in self.layers.values()) * self.n

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netdissect.stats.tally import CellUpsampler
 from netdissect.stats import (
     IoUTally,
     LabelCounts,
@@ -172,7 +173,7 @@ def reference_tally(acts, t64, pixel_labels, image_labels, category_of, num_cate
     seed=st.integers(0, 2**16),
     units=st.integers(1, 5),
     grid=st.sampled_from([(2, 2), (3, 4), (7, 7), (8, 8)]),
-    label_size=st.sampled_from([(8, 8), (5, 9), (14, 14)]),
+    label_size=st.sampled_from([(8, 8), (5, 9), (14, 14), (112, 112), (113, 113)]),
     layers=st.integers(1, 3),
     denominator=st.sampled_from(["touch", "image", "all"]),
     batches=st.integers(1, 3),
@@ -231,3 +232,30 @@ def test_tally_state_roundtrip_and_merge():
     other = IoUTally(torch.tensor([0.1, 0.0]), category_of, 2, (8, 8))
     with pytest.raises(ValueError, match="thresholds"):
         other.load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize("grid,size", [((7, 7), (112, 112)), ((14, 14), (112, 112)), ((28, 28), (112, 112)),
+                                       ((7, 7), (113, 113)), ((13, 17), (113, 112)), ((3, 4), (8, 8)),
+                                       ((224, 224), (112, 112))])
+def test_cell_upsampler_masks_equal_full_upsampling(grid, size):
+    gen = torch.Generator().manual_seed(7)
+    maps = torch.randn(40, *grid, generator=gen)
+    maps[5] = 0.25  # a constant map exactly at a threshold
+    t64 = np.quantile(maps.double().numpy().reshape(40, -1), 0.9, axis=1)
+    t64[5] = 0.25
+    thresholds = torch.from_numpy(float32_below(t64))
+    cells = CellUpsampler(grid, size)
+    j, y, x = cells.mask_pixels(maps, thresholds, thresholds - thresholds.abs() * 1e-6 - 1e-30)
+    got = torch.zeros(40, *size, dtype=torch.bool)
+    got[j, y, x] = True
+    full = F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+    expected = full.double() > torch.from_numpy(t64).view(-1, 1, 1)
+    assert torch.equal(got, expected)
+    assert got.any() and not got[5].any()
+
+
+def test_cell_upsampler_takes_the_fast_path_for_common_sizes():
+    # a performance guard: these sizes are computed cell by cell, bit-identical to F.interpolate
+    for grid in [(7, 7), (14, 14), (28, 28), (56, 56)]:
+        assert CellUpsampler(grid, (112, 112)).exact
+    assert CellUpsampler((7, 7), (113, 113)).exact

@@ -20,7 +20,9 @@ For unit k, concept c (label number), category g, summed over images:
 The mask is ``upsample(acts) > T_k``, bilinear with ``align_corners=False``
 to the label size.  Since bilinear values are convex combinations of the
 input, an (image, unit) map whose maximum is not above ``T_k`` has an empty
-mask; only the others are upsampled.  No loop runs over units.
+mask, and so has every cell of output pixels whose four source values are not
+above it; only the rest is computed (:class:`CellUpsampler`).  No loop runs
+over units.
 """
 
 from __future__ import annotations
@@ -47,24 +49,125 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x.reshape(*lead, *size)
 
 
+def _axis_plan(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (i0, i1) and weights (w0, w1) of bilinear resizing along one axis.
+
+    The float32 arithmetic follows PyTorch's CPU kernel (align_corners=False,
+    the source index computed with one rounding), so values built from them
+    can equal ``F.interpolate`` bit for bit.
+    """
+    if n_in == n_out:
+        i = np.arange(n_out)
+        return i, i, np.ones(n_out, np.float32), np.zeros(n_out, np.float32)
+    f32 = np.float32
+    scale = f32(n_in) / f32(n_out)
+    dst = np.arange(n_out).astype(f32) + f32(0.5)
+    src = (np.float64(scale) * dst.astype(np.float64) - 0.5).astype(f32)
+    src = np.where(src < 0, f32(0), src).astype(f32)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    w1 = np.clip(src - i0.astype(f32), f32(0), f32(1)).astype(f32)
+    i1 = i0 + (i0 < n_in - 1)
+    return i0, i1, (f32(1) - w1).astype(f32), w1
+
+
+class CellUpsampler:
+    """Thresholded bilinear upsampling that computes only where a mask can be.
+
+    Output pixels fall into cells that share the same four source values; a
+    cell whose four corners are all at or below the threshold cannot hold a
+    mask pixel (bilinear values are convex combinations), so only the other
+    cells are computed.  At construction the cell arithmetic is checked
+    against ``F.interpolate`` on random maps; where it is not bit-identical on
+    this device (small odd sizes, some GPUs), full maps are upsampled instead.
+    """
+
+    def __init__(self, grid: tuple[int, int], size: tuple[int, int], device: torch.device | str = "cpu"):
+        self.grid, self.size = tuple(grid), tuple(size)
+        self.device = torch.device(device)
+        axes = []
+        for n_in, n_out in zip(self.grid, self.size):
+            i0, i1, w0, w1 = _axis_plan(n_in, n_out)
+            keys = list(zip(i0.tolist(), i1.tolist()))
+            starts = [0] + [k for k in range(1, n_out) if keys[k] != keys[k - 1]]
+            ends = starts[1:] + [n_out]
+            width = max(e - b for b, e in zip(starts, ends))
+            idx = np.zeros((len(starts), width), dtype=np.int64)
+            valid = np.zeros((len(starts), width), dtype=bool)
+            for g, (b, e) in enumerate(zip(starts, ends)):
+                idx[g, : e - b] = np.arange(b, e)
+                valid[g, : e - b] = True
+            t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
+            axes.append({
+                "c0": t(i0[starts]), "c1": t(i1[starts]), "idx": t(idx), "valid": t(valid),
+                "w0": t(np.where(valid, w0[idx], 0).astype(np.float32)),
+                "w1": t(np.where(valid, w1[idx], 0).astype(np.float32)),
+            })
+        self.rows, self.cols = axes
+        self.cells = self.rows["idx"].numel() * self.cols["idx"].numel()  # padded pixels of all cells
+        self.exact = self._matches_interpolate()
+
+    def _cell_values(self, maps: torch.Tensor, p, gy, gx) -> torch.Tensor:
+        r, c = self.rows, self.cols
+        y0, y1, x0, x1 = r["c0"][gy], r["c1"][gy], c["c0"][gx], c["c1"][gx]
+        a00, a01 = maps[p, y0, x0].unsqueeze(1), maps[p, y0, x1].unsqueeze(1)
+        a10, a11 = maps[p, y1, x0].unsqueeze(1), maps[p, y1, x1].unsqueeze(1)
+        wx0, wx1 = c["w0"][gx], c["w1"][gx]  # (Q, Rx)
+        t0 = torch.addcmul(a01 * wx1, a00, wx0)
+        t1 = torch.addcmul(a11 * wx1, a10, wx0)
+        wy0, wy1 = r["w0"][gy].unsqueeze(2), r["w1"][gy].unsqueeze(2)  # (Q, Ry, 1)
+        return torch.addcmul(t1.unsqueeze(1) * wy1, t0.unsqueeze(1), wy0)  # (Q, Ry, Rx)
+
+    def _matches_interpolate(self) -> bool:
+        gen = torch.Generator().manual_seed(0)
+        maps = torch.randn(16, *self.grid, generator=gen).to(self.device)
+        gy, gx = torch.meshgrid(torch.arange(self.rows["idx"].shape[0], device=self.device),
+                                torch.arange(self.cols["idx"].shape[0], device=self.device), indexing="ij")
+        p = torch.arange(16, device=self.device).repeat_interleave(gy.numel())
+        gy, gx = gy.flatten().repeat(16), gx.flatten().repeat(16)
+        values = self._cell_values(maps, p, gy, gx)
+        full = torch.zeros(16, *self.size, device=self.device)
+        rows = self.rows["idx"][gy].unsqueeze(2).expand_as(values)
+        cols = self.cols["idx"][gx].unsqueeze(1).expand_as(values)
+        keep = self.rows["valid"][gy].unsqueeze(2) & self.cols["valid"][gx].unsqueeze(1)
+        full[p.view(-1, 1, 1).expand_as(values)[keep], rows[keep], cols[keep]] = values[keep]
+        return torch.equal(full, upsample(maps, self.size))
+
+    def mask_pixels(self, maps: torch.Tensor, thresholds: torch.Tensor, select: torch.Tensor):
+        """Coordinates (j, y, x) where ``upsample(maps[j]) > thresholds[j]``.
+
+        maps: (P, h, w); thresholds: (P,) float32; select: (P,) a value at or
+        below each threshold, for choosing cells safely.
+        """
+        if not self.exact:
+            return (upsample(maps, self.size) > thresholds.view(-1, 1, 1)).nonzero(as_tuple=True)
+        r, c = self.rows, self.cols
+        corners = torch.maximum(
+            torch.maximum(maps[:, r["c0"]][:, :, c["c0"]], maps[:, r["c0"]][:, :, c["c1"]]),
+            torch.maximum(maps[:, r["c1"]][:, :, c["c0"]], maps[:, r["c1"]][:, :, c["c1"]]),
+        )  # (P, Gy, Gx)
+        p, gy, gx = (corners > select.view(-1, 1, 1)).nonzero(as_tuple=True)
+        values = self._cell_values(maps, p, gy, gx)
+        mask = (values > thresholds[p].view(-1, 1, 1)) & r["valid"][gy].unsqueeze(2) & c["valid"][gx].unsqueeze(1)
+        q, ry, rx = mask.nonzero(as_tuple=True)
+        return p[q], r["idx"][gy[q], ry], c["idx"][gx[q], rx]
+
+
 def image_categories(
-    pixel_labels: torch.Tensor, image_labels: torch.Tensor, category_of: torch.Tensor, num_categories: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image: (B, G) has an image-level label of g; (B, G) has any label of g."""
+    pixel_labels: torch.Tensor, image_labels: torch.Tensor, category_of: torch.Tensor, num_categories: int,
+    *, pixels: bool = True,
+) -> torch.Tensor:
+    """(B, G) bool: image b carries an image-level label of category g (or, with
+    ``pixels=True``, any label of g at all)."""
     b = image_labels.shape[0]
     g1 = num_categories + 1
-    img_cat = category_of[image_labels]  # (B, M), -1 for no label
-    img_cat = torch.where(img_cat < 0, num_categories, img_cat)
-    rows = torch.arange(b, device=img_cat.device).view(-1, 1)
-    has_img = torch.zeros(b * g1, dtype=torch.bool, device=img_cat.device)
-    has_img[(rows * g1 + img_cat).flatten()] = True
-    has_img = has_img.view(b, g1)[:, :num_categories]
-    pix_cat = category_of[pixel_labels.reshape(b, -1)]
-    pix_cat = torch.where(pix_cat < 0, num_categories, pix_cat)
-    has_pix = torch.zeros(b * g1, dtype=torch.bool, device=img_cat.device)
-    has_pix[(rows * g1 + pix_cat).flatten()] = True
-    has_any = has_pix.view(b, g1)[:, :num_categories] | has_img
-    return has_img, has_any
+    rows = torch.arange(b, device=image_labels.device).view(-1, 1)
+    has = torch.zeros(b * g1, dtype=torch.bool, device=image_labels.device)
+    sources = [image_labels, pixel_labels.reshape(b, -1)] if pixels else [image_labels]
+    for labels in sources:
+        cat = category_of[labels]
+        cat = torch.where(cat < 0, num_categories, cat)
+        has[(rows * g1 + cat).flatten()] = True
+    return has.view(b, g1)[:, :num_categories]
 
 
 class LabelCounts(Statistic):
@@ -132,6 +235,7 @@ class IoUTally(Statistic):
         self.mask_pixels = torch.zeros(self.units, dtype=torch.int64, device=device)
         # a superset of the (image, unit) pairs with a non-empty mask, safe against rounding
         self._select = self.thresholds - self.thresholds.abs() * 1e-6 - 1e-30
+        self._cells: CellUpsampler | None = None
 
     def update(self, acts: torch.Tensor, pixel_labels: torch.Tensor, image_labels: torch.Tensor) -> None:
         """acts: (B, U, h, w); pixel_labels: (B, L, sh, sw) int64; image_labels: (B, M) int64."""
@@ -145,19 +249,23 @@ class IoUTally(Statistic):
         pixel_labels = pixel_labels.to(device)
         image_labels = image_labels.to(device)
         g, g1, ncol = self.num_categories, self.num_categories + 1, self.num_labels
-        has_img, has_any = image_categories(pixel_labels, image_labels, self.category_of, g)
+        if self.denominator == "touch":
+            has_img = image_categories(pixel_labels, image_labels, self.category_of, g, pixels=False)
+        elif self.denominator == "image":
+            has_any = image_categories(pixel_labels, image_labels, self.category_of, g)
 
         maxes = acts.amax(dim=(2, 3))  # (B, U)
         bi, ki = (maxes > self._select.view(1, -1)).nonzero(as_tuple=True)
-        sh, sw = self.label_size
-        chunk = max(1, CHUNK_PIXELS // (sh * sw))
+        grid = tuple(acts.shape[-2:])
+        if self._cells is None or self._cells.grid != grid:
+            self._cells = CellUpsampler(grid, self.label_size, device)
+        chunk = max(1, CHUNK_PIXELS // self._cells.cells)
         flat_intersect = self.intersect.view(-1)
         for start in range(0, bi.numel(), chunk):
             b_c, k_c = bi[start : start + chunk], ki[start : start + chunk]
-            mask = upsample(acts[b_c, k_c], self.label_size) > self.thresholds[k_c].view(-1, 1, 1)
-            m = mask.sum(dim=(1, 2))  # (P,)
+            j, y, x = self._cells.mask_pixels(acts[b_c, k_c], self.thresholds[k_c], self._select[k_c])
+            m = torch.bincount(j, minlength=k_c.numel())  # (P,) mask pixels per (image, unit)
             self.mask_pixels.index_add_(0, k_c, m)
-            j, y, x = mask.nonzero(as_tuple=True)
             lab = pixel_labels[b_c[j], :, y, x]  # (nnz, L)
             flat_intersect += torch.bincount(
                 (k_c[j].view(-1, 1) * ncol + lab).flatten(), minlength=self.units * ncol

@@ -16,9 +16,10 @@ from .. import __version__
 from ..errors import NetDissectError
 from . import data as _data
 from . import dissect as _dissect
+from . import report as _report
 
 #: modules contributing sub-commands, in help order
-COMMAND_MODULES = [_dissect, _data]
+COMMAND_MODULES = [_dissect, _report, _data]
 
 
 def build_parser() -> argparse.ArgumentParser:

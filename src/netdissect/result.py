@@ -281,3 +281,41 @@ class Dissection:
     def __repr__(self) -> str:
         parts = [f"{l}: {s['detectors']}/{s['units']} detectors" for l, s in self.summary["layers"].items()]
         return f"Dissection({str(self.run_dir)!r}; " + "; ".join(parts) + ")"
+
+    # -- report and plots (netdissect.report) -------------------------------------
+    def report(self, out: str | Path | None = None, **options: Any) -> Path:
+        """Write the HTML report (default ``RUN_DIR/report``); returns its ``index.html``.
+
+        Options as :func:`netdissect.report.write_report` (``dataset=``,
+        ``images=``, ``thumb=``, ``columns=``, ``quality=``, ``progress=``).
+        """
+        from .report import write_report
+
+        return write_report(self.run_dir, out=out, **options)
+
+    def plot_categories(self, layer: str | None = None, *, convention: str | None = None, ax=None):
+        """Bar chart of unique detectors per category; returns the matplotlib Axes.
+
+        With ``layer``: both counting conventions side by side (or the one
+        named); without: every layer, one convention (default per-category).
+        """
+        from .report.plots import plot_categories
+
+        return plot_categories(self, layer, convention=convention, ax=ax)
+
+    def plot_iou_distribution(self, layer: str | None = None, *, bins: int = 40, ax=None):
+        """Histogram of each unit's best IoU with the detector cut-off; returns the Axes."""
+        from .report.plots import plot_iou_distribution
+
+        return plot_iou_distribution(self, layer, bins=bins, ax=ax)
+
+    def plot_layers(self, *, convention: str = "per-category", ax=None):
+        """Unique detectors per layer, stacked by category; returns the Axes."""
+        from .report.plots import plot_layers
+
+        return plot_layers(self, convention=convention, ax=ax)
+
+    def _repr_html_(self) -> str:
+        from .report.html import summary_html
+
+        return summary_html(self)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import nn
 
 from ..errors import ModelError, close_matches
@@ -66,9 +67,20 @@ def load_model(
     weights: str | Path | None = None,
     input_size: tuple[int, int] | None = None,
 ) -> LoadedModel:
-    """Load a model by spec, optionally with a weights file, in eval mode on the CPU."""
+    """Load a model by spec, optionally with a weights file, in eval mode on the CPU.
+
+    Randomly initialised weights are drawn from a fixed seed (``torch`` 's
+    global generator is left untouched), so ``torchvision:resnet18`` without
+    weights is the same network in every process: a reproducible baseline.
+    """
     if not isinstance(spec, str) or not spec:
         raise ModelError(f"model spec must be a non-empty string, got {spec!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _load_model(spec, weights, input_size)
+
+
+def _load_model(spec, weights, input_size) -> LoadedModel:
     source, sep, rest = spec.partition(":")
     if not sep:
         if spec not in BUILTIN_MODELS:
@@ -80,7 +92,7 @@ def load_model(
             )
         loaded = BUILTIN_MODELS[spec]()
     elif source == "builtin":
-        return load_model(rest, weights=weights, input_size=input_size)
+        return _load_model(rest, weights, input_size)
     elif source in MODEL_SOURCES:
         loaded = MODEL_SOURCES[source](rest)
     else:

@@ -1,0 +1,406 @@
+"""The HTML report of a run directory: ``RUN_DIR/report/``.
+
+Layout of the report folder (self-contained, relative links only)::
+
+    index.html            overview: the run, a table comparing layers, per layer the
+                          detector counts under both conventions, plots, best units
+    layer-<slug>.html     the unit gallery of one layer (filter, search, sort in plain JS)
+    concepts.html         concept index: for each concept, the units that detect it
+    plots/*.png|svg       every plot, in both formats
+    strips/<slug>/uNNNN.jpg  each unit's top images with its region drawn on them
+    static/report.css|js
+
+Pages are rendered with Jinja2, autoescaping on; data embedded for the
+scripts goes through :func:`json_for_script`, so no string from the data
+(concept, layer, model or file names) can end a ``<script>`` block.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from .. import __version__
+from ..data.protocol import ConceptDataset
+from ..errors import ConfigError
+from ..result import CONVENTIONS, Dissection
+from . import plots
+from .images import LABEL_RGB, REGION_RGB, ImageSource, StripRenderer, StripSpec, needed_images
+
+log = logging.getLogger(__name__)
+
+#: the report's folder name inside a run directory
+REPORT_DIR = "report"
+#: best units previewed per layer on the overview page
+PREVIEW_UNITS = 4
+
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_for_script(obj: Any) -> Markup:
+    """JSON safe to place inside ``<script type="application/json">``.
+
+    ``<``, ``>`` and ``&`` (and the two JavaScript line separators) become
+    ``\\uXXXX`` escapes, which JSON.parse reads back as the same characters,
+    so no string can close the script element or open a comment.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return Markup(re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group()], text))
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("netdissect.report", "templates"), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["json_script"] = json_for_script
+    env.filters["iou"] = lambda v: f"{float(v):.3f}"
+    env.filters["pct"] = lambda v: f"{100 * float(v):.0f}%"
+    return env
+
+
+def slugify(name: str, taken: set[str]) -> str:
+    """A file-name-safe, unique slug for a layer name."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "layer"
+    slug, k = base, 2
+    while slug.lower() in taken:
+        slug, k = f"{base}-{k}", k + 1
+    taken.add(slug.lower())
+    return slug
+
+
+@dataclass
+class UnitView:
+    unit: int  # 1-based
+    label: str
+    category: str
+    iou: float
+    detector: bool
+    concept: int  # label number, 0 = unknown
+    strip: str | None = None  # relative path of the strip image
+    images: list[str] = field(default_factory=list)  # image ids of the top images
+
+    @property
+    def anchor(self) -> str:
+        return f"u{self.unit}"
+
+
+@dataclass
+class LayerView:
+    name: str
+    slug: str
+    units: list[UnitView]
+    info: dict[str, Any]
+    grid: tuple[int, int]
+    n_top: int
+
+    @property
+    def page(self) -> str:
+        return f"layer-{self.slug}.html"
+
+    @property
+    def detectors(self) -> int:
+        return int(self.info["detectors"])
+
+    @property
+    def share(self) -> float:
+        return self.detectors / max(1, len(self.units))
+
+    def unique(self, convention: str) -> dict[str, int]:
+        return dict(self.info["unique_detectors"][convention]["unique"])
+
+    def unique_units(self, convention: str) -> dict[str, int]:
+        return dict(self.info["unique_detectors"][convention]["units"])
+
+    def total_unique(self, convention: str) -> int:
+        return int(self.info["unique_detectors"][convention]["total_unique"])
+
+    def category_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for u in self.units:
+            out[u.category] = out.get(u.category, 0) + 1
+        return out
+
+
+def _concept_numbers(result: Dissection) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for c in result.concepts:  # in label-number order: ties go to the lower number
+        out.setdefault((c.category, c.name), c.number)
+    return out
+
+
+def _layer_views(result: Dissection) -> list[LayerView]:
+    numbers = _concept_numbers(result)
+    cut = result.iou_threshold
+    taken: set[str] = set()
+    views = []
+    for name in result.layers:
+        t = result.tally(name)
+        units = [UnitView(int(r.unit), str(r.label), str(r.category), float(r.score), float(r.score) > cut,
+                          numbers.get((str(r.category), str(r.label)), 0))
+                 for r in t[["unit", "label", "category", "score"]].itertuples(index=False)]
+        info = result.summary["layers"][name]
+        views.append(LayerView(name, slugify(name, taken), units, info, tuple(info.get("grid", (0, 0))), 0))
+    return views
+
+
+def _run_facts(result: Dissection) -> list[tuple[str, str]]:
+    cfg = result.config
+    opts = cfg.get("config") or cfg.get("options") or {}
+    facts = [("Model", str(cfg.get("model", "?")))]
+    if cfg.get("weights"):
+        facts.append(("Weights", str(cfg["weights"])))
+    facts.append(("Data", str(cfg.get("data", "?"))))
+    if "images" in cfg:
+        facts.append(("Images", f"{int(cfg['images']):,}"))
+    if "image_size" in cfg:
+        ih, iw = cfg["image_size"]
+        sh, sw = cfg.get("label_size", cfg["image_size"])
+        facts.append(("Image / label size", f"{ih}\u00d7{iw} / {sh}\u00d7{sw}"))
+    if opts:
+        facts.append(("Protocol", str(opts.get("protocol", "?"))))
+        if "quantile" in opts:
+            facts.append(("Region", f"top {100 * float(opts['quantile']):g}% of each unit's activations"))
+    facts.append(("Detector cut-off", f"IoU > {result.iou_threshold:g}"))
+    if cfg.get("started"):
+        took = f" ({float(cfg['seconds']):.0f} s)" if cfg.get("seconds") is not None else ""
+        facts.append(("Dissected", f"{cfg['started']}{took}"))
+    facts.append(("netdissect", str(cfg.get("netdissect", __version__))))
+    return facts
+
+
+def _concept_index(result: Dissection, views: list[LayerView]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(detected, undetected) concepts; a detected one lists its detector units per layer, best first."""
+    rows: dict[int, dict[str, Any]] = {}
+    for c in result.concepts:
+        rows[c.number] = {"number": c.number, "name": c.name, "category": c.category, "layers": [], "count": 0,
+                          "best": 0.0}
+    for v in views:
+        by_concept: dict[int, list[UnitView]] = {}
+        for u in v.units:
+            if u.detector and u.concept in rows:
+                by_concept.setdefault(u.concept, []).append(u)
+        for number, units in by_concept.items():
+            units.sort(key=lambda u: (-u.iou, u.unit))
+            row = rows[number]
+            row["layers"].append({"name": v.name, "page": v.page, "units": units})
+            row["count"] += len(units)
+            row["best"] = max(row["best"], units[0].iou)
+    detected = sorted((r for r in rows.values() if r["count"]), key=lambda r: (-r["count"], -r["best"], r["name"]))
+    undetected = sorted((r for r in rows.values() if not r["count"]), key=lambda r: (r["category"], r["name"]))
+    return detected, undetected
+
+
+def _write_plots(result: Dissection, views: list[LayerView], folder: Path) -> dict[str, str]:
+    """Writes every plot as PNG and SVG; returns name -> stem relative to the report folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, str] = {}
+
+    def save(fig, name: str) -> None:
+        plots.save_figure(fig, folder / name)
+        out[name] = f"plots/{name}"
+
+    fig, (a, b) = plots.new_figure(9.6, 3.3, ncols=2)
+    plots.plot_layers(result, convention="per-category", ax=a)
+    plots.plot_layers(result, convention="top-label", ax=b)
+    save(fig, "layers-unique-detectors")
+    fig, (a,) = plots.new_figure(5.6, 3.2)
+    plots.plot_iou_distribution(result, ax=a)
+    save(fig, "layers-iou")
+    for v in views:
+        fig, (a,) = plots.new_figure(5.2, 3.0)
+        plots.plot_categories(result, v.name, ax=a)
+        save(fig, f"{v.slug}-categories")
+        fig, (a,) = plots.new_figure(5.2, 3.0)
+        plots.plot_iou_distribution(result, v.name, ax=a)
+        save(fig, f"{v.slug}-iou")
+    return out
+
+
+def _render_strips(result: Dissection, views: list[LayerView], folder: Path, source: ImageSource, spec: StripSpec,
+                   progress: bool) -> None:
+    label_size = tuple(result.config.get("label_size") or result.config.get("image_size") or (0, 0))
+    image_size = tuple(result.config.get("image_size") or label_size)
+    renderer = StripRenderer(source, label_size, image_size, spec)
+    tops = {v.name: result.top_images(v.name) for v in views}
+    concepts_of = {}
+    for v in views:
+        arr = np.zeros(len(v.units), dtype=np.int64)
+        for u in v.units:
+            arr[u.unit - 1] = u.concept
+        concepts_of[v.name] = arr
+    needs = needed_images((tops[v.name]["indices"], concepts_of[v.name]) for v in views)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(needs), desc="report: images", unit="img")
+    renderer.load(needs, progress=bar.update if bar else None)
+    if bar:
+        bar.close()
+    ids = result.image_ids
+    for v in views:
+        top = tops[v.name]
+        indices = top["indices"]
+        v.n_top = indices.shape[1]
+        if indices.shape[1] == 0:
+            continue
+        paths: list[Path | None] = [None] * indices.shape[0]
+        by_unit = {u.unit: u for u in v.units}
+        for u in range(indices.shape[0]):
+            rel = f"strips/{v.slug}/u{u + 1:04d}.jpg"
+            paths[u] = folder / rel
+            view = by_unit.get(u + 1)
+            if view is not None:
+                view.strip = rel
+                view.images = [ids.get(int(i), str(int(i))) for i in indices[u] if int(i) >= 0]
+        renderer.render(top["maps"], result.thresholds(v.name), indices, concepts_of[v.name], paths)
+    if renderer.failed:
+        n = len(renderer.failed)
+        first = next(iter(renderer.failed.values()))
+        extra = f"{n} top image{'s' if n > 1 else ''} could not be loaded (first error: {first})"
+        source.reason = f"{source.reason}; {extra}" if source.reason else extra
+
+
+def _replace_folder(tmp: Path, dest: Path) -> None:
+    """Puts the finished ``tmp`` where ``dest`` is, removing the old report only once the new one is complete."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_report(run_dir: str | Path, *, out: str | Path | None = None, dataset: ConceptDataset | None = None,
+                 images: bool = True, thumb: int = 96, columns: int = 5, quality: int = 80,
+                 progress: bool = False) -> Path:
+    """Write the HTML report of a finished run; returns the path of its ``index.html``.
+
+    run_dir: a complete run directory.  out: the report folder (default
+    ``RUN_DIR/report``; replaced whole when it exists).  dataset: the concept
+    data set, when it cannot be reopened from the run's ``config.json``
+    (e.g. an in-memory one); without it, or with ``images=False``, the report
+    is built without image strips and says why.  thumb: thumbnail height in
+    pixels; columns: thumbnails per row of a unit's strip; quality: JPEG
+    quality.  progress: show a progress bar while loading images.
+    """
+    if not 16 <= int(thumb) <= 512:
+        raise ConfigError(f"thumb={thumb} is out of range; thumbnail height must be 16..512 pixels")
+    if not 1 <= int(columns) <= 50:
+        raise ConfigError(f"columns={columns} is out of range; thumbnails per row must be 1..50")
+    if not 1 <= int(quality) <= 95:
+        raise ConfigError(f"quality={quality} is out of range; JPEG quality must be 1..95")
+    started = time.time()
+    result = Dissection.load(run_dir)
+    dest = Path(out) if out is not None else result.run_dir / REPORT_DIR
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        views = _layer_views(result)
+        spec = StripSpec(int(thumb), int(columns), int(quality))
+        if images:
+            source = ImageSource(result.config.get("data"), result.image_ids, dataset)
+        else:
+            source = ImageSource.__new__(ImageSource)
+            source.dataset, source.index_of, source.reason = None, {}, "images were turned off for this report"
+        if source.available:
+            _render_strips(result, views, tmp, source, spec, progress)
+        plot_files = _write_plots(result, views, tmp / "plots")
+        static = tmp / "static"
+        static.mkdir()
+        here = Path(__file__).parent / "static"
+        for name in ("report.css", "report.js"):
+            shutil.copyfile(here / name, static / name)
+        _write_pages(result, views, tmp, source, spec, plot_files)
+        log.info("report written to %s in %.1f s", dest, time.time() - started)
+        _replace_folder(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest / "index.html"
+
+
+def _write_pages(result: Dissection, views: list[LayerView], folder: Path, source: ImageSource, spec: StripSpec,
+                 plot_files: dict[str, str]) -> None:
+    env = _environment()
+    categories = list(result.concepts.categories)
+    colors = plots.category_colors(categories)
+    opts = result.config.get("config") or result.config.get("options") or {}
+    q = opts.get("quantile")
+    image_size = tuple(result.config.get("image_size") or (spec.thumb, spec.thumb))
+    n_top = max((v.n_top for v in views), default=0)
+    mosaic = spec.mosaic_size(n_top, image_size) if n_top else (0, 0)
+    common = {
+        "title": f"Network Dissection: {result.config.get('model', '?')}",
+        "model": str(result.config.get("model", "?")),
+        "data_spec": str(result.config.get("data", "?")),
+        "layers": views,
+        "categories": categories,
+        "colors": colors,
+        "cutoff": result.iou_threshold,
+        "quantile": q,
+        "images_available": source.available,
+        "images_note": source.reason,
+        "conventions": CONVENTIONS,
+        "convention_text": plots.CONVENTION_TEXT,
+        "plots": plot_files,
+        "mosaic": mosaic,
+        "region_rgb": "rgb(%d,%d,%d)" % REGION_RGB,
+        "label_rgb": "rgb(%d,%d,%d)" % LABEL_RGB,
+        "version": __version__,
+        "generated": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    pages = {"index.html": ("index.html.j2", {"page": "index", "facts": _run_facts(result),
+                                               "preview": PREVIEW_UNITS})}
+    for v in views:
+        data = {"kind": "units", "layer": v.name, "cutoff": result.iou_threshold,
+                "items": [{"id": u.anchor, "unit": u.unit, "label": u.label, "cat": u.category,
+                           "score": round(u.iou, 6), "det": u.detector} for u in v.units]}
+        pages[v.page] = ("layer.html.j2", {"page": v.page, "layer": v, "data": data})
+    detected, undetected = _concept_index(result, views)
+    data = {"kind": "concepts", "items": [{"id": f"c{r['number']}", "label": r["name"], "cat": r["category"],
+                                           "score": r["best"], "det": True, "unit": r["number"]} for r in detected]}
+    pages["concepts.html"] = ("concepts.html.j2", {"page": "concepts.html", "detected": detected,
+                                                   "undetected": undetected, "data": data})
+    for name, (template, extra) in pages.items():
+        html = env.get_template(template).render(**common, **extra)
+        (folder / name).write_text(html, encoding="utf-8")
+
+
+def summary_html(result: Dissection) -> str:
+    """A compact HTML view of a result (for Jupyter): per layer units, detectors, unique detectors, best units."""
+    env = _environment()
+    categories = list(result.concepts.categories)
+    rows = []
+    labels = result.labels
+    for layer in result.layers:
+        info = result.summary["layers"][layer]
+        best = labels[labels["layer"] == layer].nlargest(3, "iou")
+        rows.append({
+            "name": layer,
+            "units": int(info["units"]),
+            "detectors": int(info["detectors"]),
+            "unique": {c: dict(info["unique_detectors"][c]["unique"]) for c in CONVENTIONS},
+            "total": {c: int(info["unique_detectors"][c]["total_unique"]) for c in CONVENTIONS},
+            "best": [(int(r.unit), str(r.label), float(r.iou)) for r in best.itertuples()],
+        })
+    report = result.run_dir / REPORT_DIR / "index.html"
+    return env.get_template("summary.html.j2").render(
+        run=str(result.run_dir), model=str(result.config.get("model", "?")), data=str(result.config.get("data", "?")),
+        cutoff=result.iou_threshold, categories=categories, colors=plots.category_colors(categories), rows=rows,
+        report=str(report) if report.is_file() else None,
+    )

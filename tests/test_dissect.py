@@ -216,3 +216,17 @@ def test_label_code_absent_from_concept_table(tmp_path):
     ds.pixel_labels[3, 0, 0, 0] = 7
     with pytest.raises(DatasetError, match=r"image 'squares/3' has pixel label 7, which is not in the concept table"):
         run(ds, tmp_path / "run")
+
+
+def test_new_iou_cutoff_is_derived_from_saved_statistics(tmp_path):
+    ds = square_concepts(n=12)
+    first = run(ds, tmp_path / "run")
+    assert first.summary["layers"]["features"]["detectors"] == 1
+    counted = Interrupting(ds, None)
+    again = run(counted, tmp_path / "run", iou_threshold=0.0)
+    assert counted.calls == 0  # no image was read again
+    assert again.iou_threshold == 0.0
+    assert again.summary["layers"]["features"]["detectors"] == 1  # unit 2's IoU is exactly 0
+    assert again.tally("features")["score"].tolist() == first.tally("features")["score"].tolist()
+    per_category = again.summary["layers"]["features"]["unique_detectors"]["per-category"]["units"]
+    assert per_category["scene"] == 1  # unit 1's even-s IoU > 0; unit 2's is 0

@@ -170,7 +170,7 @@ class _Run:
         ident = self.identity()
         self.key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
         self.ident = ident
-        done = Dissection.load_if_complete(self.run_dir, self.key)
+        done = Dissection.load_if_complete(self.run_dir, self.key, self.config.iou_threshold)
         if done is not None:
             log.info("results for these arguments are already complete in %s", self.run_dir)
             return done
@@ -183,14 +183,12 @@ class _Run:
         with _interrupt_as_keyboard(), Capture(self.model, self.layer_names) as self.capture:
             if state["phase"] == "pass1":
                 self._pass1(state)
-            self._fix_thresholds()
-            if state["phase"] == "pass1":
                 state = {"phase": "pass2", "batches": 0}
+            self._fix_thresholds()
             self._make_tallies(state)
             if state["phase"] == "pass2":
                 self._pass2(state)
-        result = self._finish()
-        return result
+        return self._finish()
 
     def _drop_stale_caches(self) -> None:
         root = self.run_dir / ".cache"
@@ -205,16 +203,17 @@ class _Run:
         x = self.loaded.preprocess(torch.zeros(1, 3, ih, iw, dtype=torch.uint8)).to(self.device)
         acts = self.capture_once(x)
         layers = {}
-        c = self.config
         for name in self.layer_names:
             _, units, h, w = acts[name].shape
-            per_unit = self.n * (c.quantile_size[0] * c.quantile_size[1] if c.quantile_on == "upsampled" else h * w)
-            layers[name] = _Layer(
-                name, units, (h, w),
-                TopKQuantile(units, c.quantile, per_unit, max_values=c.max_quantile_values, seed=c.seed, device=self.device),
-                TopImages(units, c.top_images, device=self.device),
-            )
+            layers[name] = _Layer(name, units, (h, w), *self._fresh_stats(units, (h, w)))
         return layers
+
+    def _fresh_stats(self, units: int, grid: tuple[int, int]) -> tuple[TopKQuantile, TopImages]:
+        c = self.config
+        per_image = c.quantile_size[0] * c.quantile_size[1] if c.quantile_on == "upsampled" else grid[0] * grid[1]
+        quantile = TopKQuantile(units, c.quantile, self.n * per_image, max_values=c.max_quantile_values,
+                                seed=c.seed, device=self.device)
+        return quantile, TopImages(units, c.top_images, device=self.device)
 
     def capture_once(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with Capture(self.model, self.layer_names) as cap:
@@ -231,42 +230,41 @@ class _Run:
 
     # -- checkpoints ----------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
+        """Restore a checkpoint of this key, or start afresh: {"phase": ..., "batches": ...}."""
         path = self.cache_dir / STATE_FILE
-        fresh = {"phase": "pass1", "batches": 0}
         for layer in self.layers.values():
             layer.cache_path = self.cache_dir / f"acts-{_safe(layer.name)}.f32" if self.use_disk else None
-        if not path.is_file():
-            self._truncate_caches(0)
-            return fresh
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            log.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
-            self._truncate_caches(0)
-            return fresh
-        if state.get("key") != self.key or state.get("use_disk") != self.use_disk:
-            self._truncate_caches(0)
-            return fresh
+        state = None
+        if path.is_file():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                log.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
+        done = state is not None and state.get("phase") == "done"
+        if state is None or state.get("key") != self.key or (state.get("use_disk") != self.use_disk and not done):
+            return self._start_afresh()
         for name, layer in self.layers.items():
             saved = state["layers"][name]
             layer.quantile.load_state_dict(saved["quantile"])
             layer.top.load_state_dict(saved["top"])
             layer.cache_bytes = int(saved["cache_bytes"])
-            if layer.cache_path is not None:
-                if not layer.cache_path.is_file() or layer.cache_path.stat().st_size < layer.cache_bytes:
-                    log.warning("activation cache %s is shorter than its checkpoint; starting again", layer.cache_path)
-                    for l in self.layers.values():
-                        l.quantile = TopKQuantile(l.units, l.quantile.q, l.quantile.total,
-                                                  max_values=self.config.max_quantile_values, seed=self.config.seed,
-                                                  device=self.device)
-                        l.top = TopImages(l.units, self.config.top_images, device=self.device)
-                    self._truncate_caches(0)
-                    return fresh
+            short = layer.cache_path is not None and (
+                not layer.cache_path.is_file() or layer.cache_path.stat().st_size < layer.cache_bytes)
+            if short and not done:
+                log.warning("activation cache %s is shorter than its checkpoint; starting again", layer.cache_path)
+                return self._start_afresh()
         if state["phase"] == "pass1":
             self._truncate_caches(None)
         self._saved_pass2 = state.get("pass2")
         log.info("resuming %s at batch %d", state["phase"], state["batches"])
         return {"phase": state["phase"], "batches": int(state["batches"])}
+
+    def _start_afresh(self) -> dict[str, Any]:
+        for layer in self.layers.values():
+            layer.quantile, layer.top = self._fresh_stats(layer.units, layer.grid)
+        self._saved_pass2 = None
+        self._truncate_caches(0)
+        return {"phase": "pass1", "batches": 0}
 
     def _truncate_caches(self, size: int | None) -> None:
         for layer in self.layers.values():
@@ -290,7 +288,7 @@ class _Run:
                 for name, l in self.layers.items()
             },
         }
-        if phase == "pass2":
+        if phase in ("pass2", "done"):
             state["pass2"] = {
                 "counts": self.counts.state_dict(),
                 "layers": {n: {"tally": l.tally.state_dict(), "maps": l.maps.state_dict()} for n, l in self.layers.items()},
@@ -384,7 +382,7 @@ class _Run:
     def _make_tallies(self, state: dict[str, Any]) -> None:
         self.counts = LabelCounts(self.num_labels, device=self.device)
         c = self.config
-        saved = getattr(self, "_saved_pass2", None) if state["batches"] else None
+        saved = self._saved_pass2 if state["batches"] or state["phase"] == "done" else None
         for name, layer in self.layers.items():
             t32 = torch.from_numpy(float32_below(layer.thresholds)).to(self.device)
             layer.tally = IoUTally(t32, self.category_of, len(self.concepts.categories),
@@ -450,7 +448,7 @@ class _Run:
             if files:
                 for f in files.values():
                     f.close()
-        self._save_state("pass2", total)
+        self._save_state("done", total)  # kept: results can be re-derived (another IoU cut-off) from it
 
     # -- results ------------------------------------------------------------------
     def _finish(self) -> Dissection:

@@ -204,12 +204,13 @@ class Dissection:
         return cls(run_dir)
 
     @classmethod
-    def load_if_complete(cls, run_dir: Path, key: str) -> "Dissection | None":
+    def load_if_complete(cls, run_dir: Path, key: str, iou_threshold: float) -> "Dissection | None":
+        """The finished run in ``run_dir`` if it was made with this key and cut-off, else None."""
         try:
             summary = json.loads((Path(run_dir) / "summary.json").read_text())
         except (OSError, ValueError):
             return None
-        if summary.get("key") != key:
+        if summary.get("key") != key or summary.get("iou_threshold") != iou_threshold:
             return None
         return cls(run_dir)
 

@@ -153,6 +153,26 @@ def _layer_views(result: Dissection) -> list[LayerView]:
     return views
 
 
+def read_image_ids(run_dir: Path) -> dict[int, str]:
+    """``images.csv`` as run index -> image id, ids read as text (``"000012"`` stays as written)."""
+    import pandas as pd
+
+    path = Path(run_dir) / "images.csv"
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, dtype={"image": str}, keep_default_na=False)
+    return dict(zip(table["index"].astype(int), table["image"].astype(str)))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{int(minutes)} min {int(seconds % 60)} s"
+    return f"{int(minutes // 60)} h {int(minutes % 60)} min"
+
+
 def _run_facts(result: Dissection) -> list[tuple[str, str]]:
     cfg = result.config
     opts = cfg.get("config") or cfg.get("options") or {}
@@ -172,8 +192,8 @@ def _run_facts(result: Dissection) -> list[tuple[str, str]]:
             facts.append(("Region", f"top {100 * float(opts['quantile']):g}% of each unit's activations"))
     facts.append(("Detector cut-off", f"IoU > {result.iou_threshold:g}"))
     if cfg.get("started"):
-        took = f" ({float(cfg['seconds']):.0f} s)" if cfg.get("seconds") is not None else ""
-        facts.append(("Dissected", f"{cfg['started']}{took}"))
+        took = f", in {_duration(float(cfg['seconds']))}" if cfg.get("seconds") is not None else ""
+        facts.append(("Dissected", f"{str(cfg['started']).replace('T', ' ')[:16]}{took}"))
     facts.append(("netdissect", str(cfg.get("netdissect", __version__))))
     return facts
 
@@ -210,7 +230,7 @@ def _write_plots(result: Dissection, views: list[LayerView], folder: Path) -> di
         out[name] = f"plots/{name}"
 
     fig, (a, b) = plots.new_figure(9.6, 3.3, ncols=2)
-    plots.plot_layers(result, convention="per-category", ax=a)
+    plots.plot_layers(result, convention="per-category", legend=False, ax=a)
     plots.plot_layers(result, convention="top-label", ax=b)
     save(fig, "layers-unique-detectors")
     fig, (a,) = plots.new_figure(5.6, 3.2)
@@ -247,7 +267,7 @@ def _render_strips(result: Dissection, views: list[LayerView], folder: Path, sou
     renderer.load(needs, progress=bar.update if bar else None)
     if bar:
         bar.close()
-    ids = result.image_ids
+    ids = read_image_ids(result.run_dir)
     for v in views:
         top = tops[v.name]
         indices = top["indices"]
@@ -313,7 +333,7 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, dataset:
         views = _layer_views(result)
         spec = StripSpec(int(thumb), int(columns), int(quality))
         if images:
-            source = ImageSource(result.config.get("data"), result.image_ids, dataset)
+            source = ImageSource(result.config.get("data"), read_image_ids(result.run_dir), dataset)
         else:
             source = ImageSource.__new__(ImageSource)
             source.dataset, source.index_of, source.reason = None, {}, "images were turned off for this report"

@@ -150,25 +150,24 @@ def region_masks(maps: np.ndarray, thresholds: np.ndarray, size: tuple[int, int]
     return up > t32.view(-1, *([1] * (up.dim() - 1)))
 
 
-def _to_thumb(masks: torch.Tensor, thumb: tuple[int, int]) -> torch.Tensor:
-    """(..., sh, sw) bool -> (..., th, tw) float coverage in [0, 1] (area-weighted)."""
+def _to_thumb(masks: torch.Tensor, thumb: tuple[int, int]) -> np.ndarray:
+    """(..., sh, sw) bool -> (..., th, tw) float32 coverage in [0, 1] (bilinear)."""
     lead = masks.shape[:-2]
     x = masks.reshape(-1, 1, *masks.shape[-2:]).float()
     if tuple(x.shape[-2:]) != tuple(thumb):
-        x = F.interpolate(x, size=tuple(thumb), mode="bilinear", align_corners=False, antialias=True)
-    return x.reshape(*lead, *thumb).clamp_(0, 1)
+        x = F.interpolate(x, size=tuple(thumb), mode="bilinear", align_corners=False)
+    return x.reshape(*lead, *thumb).clamp_(0, 1).numpy()
 
 
-def _edges(inside: torch.Tensor) -> torch.Tensor:
-    """(..., h, w) bool -> the inner 1-pixel boundary of each mask (4-neighbourhood), image borders excluded."""
-    lead = inside.shape[:-2]
-    x = inside.reshape(-1, 1, *inside.shape[-2:]).float()
-    # 4-neighbourhood erosion: a cross-shaped minimum (outside the image counts as inside)
-    pad = F.pad(x, (1, 1, 1, 1), value=1.0)
-    cross = torch.minimum(torch.minimum(pad[..., :-2, 1:-1], pad[..., 2:, 1:-1]),
-                          torch.minimum(pad[..., 1:-1, :-2], pad[..., 1:-1, 2:]))
-    eroded = torch.minimum(cross, x)
-    return ((x > 0) & (eroded == 0)).reshape(*lead, *inside.shape[-2:])
+def _edges(inside: np.ndarray) -> np.ndarray:
+    """(..., h, w) bool -> the inner 1-pixel boundary of each mask (4-neighbourhood).
+
+    Outside the image counts as inside, so a region that reaches the border
+    is not outlined along it.
+    """
+    pad = np.pad(inside, [(0, 0)] * (inside.ndim - 2) + [(1, 1), (1, 1)], constant_values=True)
+    eroded = inside & pad[..., :-2, 1:-1] & pad[..., 2:, 1:-1] & pad[..., 1:-1, :-2] & pad[..., 1:-1, 2:]
+    return inside & ~eroded
 
 
 def _load_one(ds: ConceptDataset, index: int, concepts: set[int], label_size: tuple[int, int],
@@ -190,8 +189,7 @@ def _load_one(ds: ConceptDataset, index: int, concepts: set[int], label_size: tu
                 continue
             mask = (labels == c).any(axis=0)
             if mask.any():
-                cov = _to_thumb(torch.from_numpy(mask), thumb)
-                cached.outlines[c] = _edges(cov >= 0.5).numpy()
+                cached.outlines[c] = _edges(_to_thumb(torch.from_numpy(mask), thumb) >= 0.5)
     return cached
 
 
@@ -206,15 +204,26 @@ class StripRenderer:
         self.spec = spec or StripSpec()
         self.thumb = self.spec.thumb_size(self.image_size)
         self.workers = workers or min(4, os.cpu_count() or 1)
-        self.cache: dict[int, _Cached] = {}
         self.failed: dict[int, str] = {}
+        th, tw = self.thumb
+        # Banks: row 0 of each is the "nothing" entry (an empty slot, no outline).
+        self._thumbs = [np.empty((th, tw, 3), dtype=np.uint8)]
+        self._thumbs[0][:] = EMPTY_RGB
+        self._row: dict[int, int] = {}  # run index -> row in the thumbnail bank
+        self._outlines = [np.zeros((th, tw), dtype=bool)]
+        self._outline_row: dict[tuple[int, int], int] = {}  # (run index, concept) -> row in the outline bank
+        self._framed: set[tuple[int, int]] = set()  # (run index, concept) carried as an image-level label
+
+    @property
+    def loaded(self) -> int:
+        return len(self._row)
 
     def load(self, needs: dict[int, set[int]], progress: Callable[[int], None] | None = None) -> None:
         """Load the run indices in ``needs`` (run index -> concept numbers whose outlines it needs)."""
         ds = self.source.dataset
         if ds is None:
             return
-        todo = [i for i in sorted(needs) if i not in self.cache and i in self.source.index_of]
+        todo = [i for i in sorted(needs) if i not in self._row and i in self.source.index_of]
 
         def job(i: int):
             try:
@@ -228,12 +237,19 @@ class StripRenderer:
                     self.failed[i] = str(exc)
                     log.warning("report: image %d could not be loaded: %s", i, exc)
                 else:
-                    self.cache[i] = cached
+                    self._row[i] = len(self._thumbs)
+                    self._thumbs.append(cached.thumb)
+                    for c, edge in cached.outlines.items():
+                        self._outline_row[(i, c)] = len(self._outlines)
+                        self._outlines.append(edge)
+                    for c in needs[i]:
+                        if c in cached.image_labels:
+                            self._framed.add((i, c))
                 if progress:
                     progress(1)
 
     def render(self, maps: np.ndarray, thresholds: np.ndarray, indices: np.ndarray, concepts: np.ndarray,
-               paths: list[Path | None], chunk: int = 32) -> None:
+               paths: list[Path | None], chunk: int = 64) -> None:
         """Write one JPEG mosaic per unit to ``paths[u]`` (skipped where None).
 
         maps (U, n, h, w), thresholds (U,), indices (U, n) run indices (-1 =
@@ -247,44 +263,28 @@ class StripRenderer:
         cols = max(1, min(spec.columns, n))
         rows = -(-n // cols)
         width, height = spec.mosaic_size(n, self.image_size)
-        empty = np.array(EMPTY_RGB, dtype=np.float32)
-        region_rgb = torch.tensor(REGION_RGB, dtype=torch.float32)
-        label_rgb = torch.tensor(LABEL_RGB, dtype=torch.float32)
+        thumbs = np.stack(self._thumbs)
+        outlines = np.stack(self._outlines)
+        border = np.zeros((th, tw), dtype=bool)
+        border[:2], border[-2:], border[:, :2], border[:, -2:] = True, True, True, True
         for start in range(0, units, chunk):
             stop = min(units, start + chunk)
             if all(p is None for p in paths[start:stop]):
                 continue
+            idx = indices[start:stop]
+            con = concepts[start:stop]
+            pos = np.array([[self._row.get(int(i), 0) for i in r] for r in idx], dtype=np.intp)
+            opos = np.array([[self._outline_row.get((int(i), int(c)), 0) for i in r] for r, c in zip(idx, con)],
+                            dtype=np.intp)
+            framed = np.array([[(int(i), int(c)) in self._framed for i in r] for r, c in zip(idx, con)], dtype=bool)
+            present = pos > 0
             regions = region_masks(maps[start:stop], thresholds[start:stop], self.label_size)
             alpha = _to_thumb(regions, (th, tw))  # (c, n, th, tw)
-            outline = _edges(alpha >= 0.5)
-            idx = indices[start:stop]
-            pics = torch.empty((stop - start, n, th, tw, 3), dtype=torch.float32)
-            lab = torch.zeros((stop - start, n, th, tw), dtype=torch.bool)
-            frame = torch.zeros((stop - start, n), dtype=torch.bool)
-            present = torch.zeros((stop - start, n), dtype=torch.bool)
-            for a in range(stop - start):
-                c = int(concepts[start + a])
-                for k in range(n):
-                    cached = self.cache.get(int(idx[a, k]))
-                    if cached is None:
-                        pics[a, k] = torch.from_numpy(empty)
-                        continue
-                    present[a, k] = True
-                    pics[a, k] = torch.from_numpy(cached.thumb)
-                    if c in cached.image_labels:
-                        frame[a, k] = True
-                    elif c in cached.outlines:
-                        lab[a, k] = torch.from_numpy(cached.outlines[c])
-            keep = DIM + (1.0 - DIM) * alpha
-            keep = torch.where(present[..., None, None], keep, torch.ones_like(keep))
-            out = pics * keep[..., None]
-            out[lab] = label_rgb
-            border = torch.zeros((th, tw), dtype=torch.bool)
-            border[:2], border[-2:], border[:, :2], border[:, -2:] = True, True, True, True
-            fmask = frame[..., None, None] & border
-            out[fmask] = label_rgb
-            out[outline & present[..., None, None]] = region_rgb
-            out = out.round_().clamp_(0, 255).to(torch.uint8).numpy()
+            region_edge = _edges(alpha >= 0.5) & present[..., None, None]
+            keep = np.where(present[..., None, None], DIM + (1.0 - DIM) * alpha, 1.0).astype(np.float32)
+            out = (thumbs[pos].astype(np.float32) * keep[..., None] + 0.5).astype(np.uint8)
+            out[outlines[opos] | (framed[..., None, None] & border)] = LABEL_RGB
+            out[region_edge] = REGION_RGB
             for a in range(stop - start):
                 path = paths[start + a]
                 if path is None:
@@ -295,13 +295,8 @@ class StripRenderer:
                     r, q = divmod(k, cols)
                     y, x = r * (th + GAP), q * (tw + GAP)
                     canvas[y:y + th, x:x + tw] = out[a, k]
-                for k in range(n, rows * cols):  # fill the unused slots of the last row
-                    r, q = divmod(k, cols)
-                    y, x = r * (th + GAP), q * (tw + GAP)
-                    canvas[y:y + th, x:x + tw] = GAP_RGB
                 path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(canvas).save(path, "JPEG", quality=spec.quality, optimize=True,
-                                             progressive=False, subsampling="4:2:0")
+                Image.fromarray(canvas).save(path, "JPEG", quality=spec.quality, optimize=True)
 
 
 def needed_images(layers: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[int, set[int]]:

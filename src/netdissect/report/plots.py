@@ -155,9 +155,9 @@ def plot_iou_distribution(result: "Dissection", layer: str | None = None, *, bin
                           ax: "Axes | None" = None) -> "Axes":
     """Histogram of each unit's best IoU, with the detector cut-off marked.
 
-    With ``layer``: bars, detectors in colour.  Without: one outline per
-    layer, as the fraction of the layer's units, so layers of different
-    widths compare.
+    With ``layer``: a histogram, detectors in colour.  Without: per layer,
+    the fraction of units whose best IoU exceeds x (at the cut-off: the
+    share of detectors), so layers of different widths compare.
     """
     cut = result.iou_threshold
     labels = result.labels
@@ -176,14 +176,15 @@ def plot_iou_distribution(result: "Dissection", layer: str | None = None, *, bin
         ax.set_title(f"Best IoU per unit: {plain(layer)} ({n_det} of {len(scores)} above {cut:g})",
                      fontsize=10, loc="left")
     else:
-        for k, name in enumerate(result.layers):
-            scores = labels.loc[labels["layer"] == name, "iou"].to_numpy()
-            counts, _ = np.histogram(scores, edges)
-            frac = counts / max(1, len(scores))
-            ax.stairs(frac, edges, label=plain(name), linewidth=1.6)
-        ax.set_ylabel("fraction of units")
+        for name in result.layers:
+            scores = np.sort(labels.loc[labels["layer"] == name, "iou"].to_numpy())
+            xs = np.concatenate([[0.0], scores, [edges[-1]]])
+            above = 1.0 - np.arange(len(scores) + 1) / max(1, len(scores))  # fraction of units with best IoU > x
+            ax.step(xs, np.concatenate([above, [0.0]]), where="post", label=plain(name), linewidth=1.6)
+        ax.set_ylabel("fraction of units above")
+        ax.set_ylim(0, 1.02)
         ax.legend(frameon=False, fontsize=8)
-        ax.set_title("Best IoU per unit", fontsize=10, loc="left")
+        ax.set_title("Units whose best IoU exceeds x", fontsize=10, loc="left")
     ax.axvline(cut, color=INK, linestyle=(0, (3, 2)), linewidth=1)
     ax.annotate(f"cut-off {cut:g}", (cut, 1), xycoords=("data", "axes fraction"), xytext=(4, -2),
                 textcoords="offset points", va="top", fontsize=8, color=INK)
@@ -193,7 +194,8 @@ def plot_iou_distribution(result: "Dissection", layer: str | None = None, *, bin
     return ax
 
 
-def plot_layers(result: "Dissection", *, convention: str = "per-category", ax: "Axes | None" = None) -> "Axes":
+def plot_layers(result: "Dissection", *, convention: str = "per-category", legend: bool = True,
+                ax: "Axes | None" = None) -> "Axes":
     """Unique detectors per layer, stacked by category (the paper's layer comparison)."""
     _check_convention(convention, ("per-category", "top-label"))
     categories = list(result.concepts.categories)
@@ -216,8 +218,9 @@ def plot_layers(result: "Dissection", *, convention: str = "per-category", ax: "
     ax.set_title(convention, fontsize=10, loc="left")
     ax.margins(y=0.12)
     ax.yaxis.get_major_locator().set_params(integer=True)
-    handles, names = ax.get_legend_handles_labels()
-    ax.legend(handles[::-1], names[::-1], frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if legend:
+        handles, names = ax.get_legend_handles_labels()
+        ax.legend(handles[::-1], names[::-1], frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _style(ax)
     return ax
 
@@ -235,7 +238,7 @@ def save_figure(fig: "Figure", stem: Path) -> tuple[Path, Path]:
     """Write ``stem``.png (150 dpi) and ``stem``.svg (text kept as text), deterministic."""
     import matplotlib
 
-    png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
+    png, svg = stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.svg"
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "netdissect"}):
         fig.savefig(svg, format="svg", metadata={"Date": None})
     fig.savefig(png, format="png", dpi=150, metadata={"Software": None})

@@ -230,3 +230,21 @@ def test_new_iou_cutoff_is_derived_from_saved_statistics(tmp_path):
     assert again.tally("features")["score"].tolist() == first.tally("features")["score"].tolist()
     per_category = again.summary["layers"]["features"]["unique_detectors"]["per-category"]["units"]
     assert per_category["scene"] == 1  # unit 1's even-s IoU > 0; unit 2's is 0
+
+
+def test_broden_folder_gives_the_same_results_as_the_data_it_was_written_from(tmp_path):
+    from netdissect.data.broden import write_broden
+    from netdissect.data.synthetic import SyntheticConcepts
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 7, stride=4, padding=3), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1))
+    synthetic = SyntheticConcepts(n=16, seed=3)
+    folder = write_broden(synthetic, tmp_path / "broden", image_format="png")
+    results = []
+    for data, name in ((synthetic, "a"), (str(folder), "b")):
+        results.append(netdissect.dissect(model, data, layers=["0", "2"], out=tmp_path / name, progress=False,
+                                          num_workers=0, batch_size=6, quantile=0.02))
+    for layer in ("0", "2"):
+        a, b = (r.tally(layer) for r in results)
+        pd.testing.assert_frame_equal(a, b)
+        assert (a["score"] > 0).all()

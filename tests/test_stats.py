@@ -259,3 +259,32 @@ def test_cell_upsampler_takes_the_fast_path_for_common_sizes():
     for grid in [(7, 7), (14, 14), (28, 28), (56, 56)]:
         assert CellUpsampler(grid, (112, 112)).exact
     assert CellUpsampler((7, 7), (113, 113)).exact
+
+
+def test_top_images_and_label_counts_merge_and_roundtrip():
+    rng = np.random.default_rng(9)
+    scores = torch.from_numpy(rng.random((30, 4)).astype(np.float32))
+    whole = TopImages(4, 6)
+    whole.update(scores, torch.arange(30))
+    a, b = TopImages(4, 6), TopImages(4, 6)
+    a.update(scores[:11], torch.arange(11))
+    b.update(scores[11:], torch.arange(11, 30))
+    c = TopImages(4, 6)
+    c.load_state_dict(b.state_dict())
+    c.merge(a)
+    assert torch.equal(c.indices, whole.indices) and torch.equal(c.scores, whole.scores)
+
+    pixel = torch.from_numpy(rng.integers(0, 5, size=(6, 2, 4, 4)))
+    image = torch.tensor([[0], [3], [0], [4], [0], [0]])
+    counts = LabelCounts(5)
+    counts.update(pixel[:2], image[:2])
+    rest = LabelCounts(5)
+    rest.update(pixel[2:], image[2:])
+    restored = LabelCounts(5)
+    restored.load_state_dict(counts.state_dict())
+    restored.merge(rest)
+    expected = np.bincount(pixel.numpy().ravel(), minlength=5)
+    expected[3] += 16
+    expected[4] += 16
+    expected[0] = 0
+    assert restored.truth.tolist() == expected.tolist() and restored.images == 6

@@ -248,3 +248,17 @@ def test_broden_folder_gives_the_same_results_as_the_data_it_was_written_from(tm
         a, b = (r.tally(layer) for r in results)
         pd.testing.assert_frame_equal(a, b)
         assert (a["score"] > 0).all()
+
+
+def test_numeric_looking_concept_names_stay_text(tmp_path):
+    from netdissect.data.memory import ArrayConcepts
+    from netdissect.data.protocol import Concept, ConceptTable
+
+    ds = square_concepts()
+    table = ConceptTable([Concept(1, "007", "object"), Concept(2, "sky", "object"), Concept(3, "1e5", "scene")],
+                         ["object", "scene"])
+    ds = ArrayConcepts(ds.images, ds.pixel_labels, table, ds.image_labels, name="0012")
+    result = run(ds, tmp_path / "run")
+    assert result.labels.set_index("unit").loc[1, "label"] == "007"
+    assert result.tally("features")["scene-label"].tolist() == ["1e5", "1e5"]
+    assert result.image_ids[0] == "0012/0"

@@ -232,7 +232,8 @@ class Dissection:
 
     def tally(self, layer: str) -> pd.DataFrame:
         """The layer's ``tally.csv`` (sorted by score, unit 1-based)."""
-        return pd.read_csv(self._layer_dir(layer) / "tally.csv", keep_default_na=False)
+        text = {"category": str, "label": str, **{f"{c}-label": str for c in self.concepts.categories}}
+        return pd.read_csv(self._layer_dir(layer) / "tally.csv", keep_default_na=False, dtype=text)
 
     @cached_property
     def labels(self) -> pd.DataFrame:
@@ -270,7 +271,7 @@ class Dissection:
 
     @cached_property
     def image_ids(self) -> dict[int, str]:
-        table = pd.read_csv(self.run_dir / "images.csv", keep_default_na=False)
+        table = pd.read_csv(self.run_dir / "images.csv", keep_default_na=False, dtype={"image": str})
         return dict(zip(table["index"].astype(int), table["image"].astype(str)))
 
     def unique_detectors(self, layer: str, convention: str = "per-category") -> dict[str, int]:

@@ -68,6 +68,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation-cache", choices=ACTIVATION_CACHE, default="auto",
                    help="keep activations on disk for the second pass, or run the model twice")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    g.add_argument("--no-report", action="store_true", help="do not write the HTML report (RUN_DIR/report/)")
 
 
 def _options(args) -> dict:
@@ -91,7 +92,17 @@ def run_dissect(args) -> int:
     result = dissect(loaded, args.data, layers=args.layers, out=args.out, progress=not args.no_progress,
                      **_options(args))
     print_summary(result)
+    _report(result, args)
     return 0
+
+
+def _report(result, args) -> None:
+    if args.no_report:
+        return
+    from ..report import write_report
+
+    index = write_report(result.run_dir, progress=not args.no_progress)
+    print(f"Report: {index}")
 
 
 def run_layers(args) -> int:
@@ -123,4 +134,5 @@ def run_demo(args) -> int:
                      progress=not args.no_progress, **_options(args))
     print()
     print_summary(result)
+    _report(result, args)
     return 0

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
                    help="skip the image strips (the data set is not opened)")
     p.add_argument("--thumb", type=int, default=96, help="thumbnail height in pixels (default 96)")
     p.add_argument("--columns", type=int, default=5, help="thumbnails per row of a unit's strip (default 5)")
-    p.add_argument("--quality", type=int, default=80, help="JPEG quality of the strips, 1-95 (default 80)")
+    p.add_argument("--quality", type=int, default=75, help="JPEG quality of the strips, 1-95 (default 75)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_report)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
@@ -59,12 +60,19 @@ def json_for_script(obj: Any) -> Markup:
     return Markup(re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group()], text))
 
 
+def _percent(share: float) -> str:
+    """0.004 -> '0.4%', 0.25 -> '25%'."""
+    p = 100 * float(share)
+    return f"{p:.1f}%" if 0 < p < 9.95 else f"{p:.0f}%"
+
+
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("netdissect.report", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["json_script"] = json_for_script
     env.filters["iou"] = lambda v: f"{float(v):.3f}"
-    env.filters["pct"] = lambda v: f"{100 * float(v):.0f}%"
+    env.filters["pct"] = _percent
+    env.filters["sentence"] = lambda v: str(v)[:1].upper() + str(v)[1:]
     return env
 
 
@@ -144,19 +152,19 @@ def _layer_views(result: Dissection) -> list[LayerView]:
     taken: set[str] = set()
     views = []
     for name in result.layers:
-        t = result.tally(name)
+        t = pd.read_csv(result._layer_dir(name) / "tally.csv", keep_default_na=False,
+                        dtype={"label": str, "category": str})  # a concept named "007" stays "007"
         units = [UnitView(int(r.unit), str(r.label), str(r.category), float(r.score), float(r.score) > cut,
                           numbers.get((str(r.category), str(r.label)), 0))
                  for r in t[["unit", "label", "category", "score"]].itertuples(index=False)]
         info = result.summary["layers"][name]
-        views.append(LayerView(name, slugify(name, taken), units, info, tuple(info.get("grid", (0, 0))), 0))
+        n_top = int(result.config.get("config", {}).get("top_images", 0) or 0)
+        views.append(LayerView(name, slugify(name, taken), units, info, tuple(info.get("grid", (0, 0))), n_top))
     return views
 
 
 def read_image_ids(run_dir: Path) -> dict[int, str]:
     """``images.csv`` as run index -> image id, ids read as text (``"000012"`` stays as written)."""
-    import pandas as pd
-
     path = Path(run_dir) / "images.csv"
     if not path.is_file():
         return {}
@@ -165,6 +173,8 @@ def read_image_ids(run_dir: Path) -> dict[int, str]:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     minutes = seconds / 60
@@ -303,7 +313,7 @@ def _replace_folder(tmp: Path, dest: Path) -> None:
 
 
 def write_report(run_dir: str | Path, *, out: str | Path | None = None, dataset: ConceptDataset | None = None,
-                 images: bool = True, thumb: int = 96, columns: int = 5, quality: int = 80,
+                 images: bool = True, thumb: int = 96, columns: int = 5, quality: int = 75,
                  progress: bool = False) -> Path:
     """Write the HTML report of a finished run; returns the path of its ``index.html``.
 
@@ -335,8 +345,7 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, dataset:
         if images:
             source = ImageSource(result.config.get("data"), read_image_ids(result.run_dir), dataset)
         else:
-            source = ImageSource.__new__(ImageSource)
-            source.dataset, source.index_of, source.reason = None, {}, "images were turned off for this report"
+            source = ImageSource.unavailable("images were turned off for this report")
         if source.available:
             _render_strips(result, views, tmp, source, spec, progress)
         plot_files = _write_plots(result, views, tmp / "plots")
@@ -363,7 +372,9 @@ def _write_pages(result: Dissection, views: list[LayerView], folder: Path, sourc
     q = opts.get("quantile")
     image_size = tuple(result.config.get("image_size") or (spec.thumb, spec.thumb))
     n_top = max((v.n_top for v in views), default=0)
-    mosaic = spec.mosaic_size(n_top, image_size) if n_top else (0, 0)
+    mosaic = spec.mosaic_size(n_top, image_size) if n_top and source.available else (0, 0)
+    # the narrowest a card gets before the grid drops a column: a little under the strip's width
+    card_width = max(300, round(0.8 * mosaic[0]) + 26)
     common = {
         "title": f"Network Dissection: {result.config.get('model', '?')}",
         "model": str(result.config.get("model", "?")),
@@ -379,6 +390,8 @@ def _write_pages(result: Dissection, views: list[LayerView], folder: Path, sourc
         "convention_text": plots.CONVENTION_TEXT,
         "plots": plot_files,
         "mosaic": mosaic,
+        "card_width": card_width,
+        "quantile_text": f"{100 * float(q):g}%" if q else None,
         "region_rgb": "rgb(%d,%d,%d)" % REGION_RGB,
         "label_rgb": "rgb(%d,%d,%d)" % LABEL_RGB,
         "version": __version__,

@@ -61,7 +61,7 @@ class StripSpec:
 
     thumb: int = 96
     columns: int = 5
-    quality: int = 80
+    quality: int = 75
 
     def thumb_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """(th, tw) for an image of ``image_size`` (H, W): height ``thumb``, aspect kept."""
@@ -101,7 +101,8 @@ class ImageSource:
             if ds is None:
                 raise ValueError("the run names no data set")
         except Exception as exc:  # any failure means: no images, and say why
-            self.reason = f"the data set {spec!r} could not be opened ({exc})"
+            self.reason = (f"the data set {spec!r} could not be opened ({exc}); from Python, "
+                           "write_report(run_dir, dataset=...) takes the data set object itself")
             return
         n = len(ds)
         lookup: dict[str, int] | None = None
@@ -133,6 +134,13 @@ class ImageSource:
         if missing:
             self.reason = f"{missing} of the run's {len(image_ids)} top images are not in the data set {spec!r}"
         self.dataset = ds
+
+    @classmethod
+    def unavailable(cls, reason: str) -> "ImageSource":
+        """A source without images, for the reason given."""
+        source = cls.__new__(cls)
+        source.dataset, source.index_of, source.reason = None, {}, reason
+        return source
 
     @property
     def available(self) -> bool:
@@ -262,7 +270,6 @@ class StripRenderer:
         spec = self.spec
         cols = max(1, min(spec.columns, n))
         rows = -(-n // cols)
-        width, height = spec.mosaic_size(n, self.image_size)
         thumbs = np.stack(self._thumbs)
         outlines = np.stack(self._outlines)
         border = np.zeros((th, tw), dtype=bool)
@@ -281,22 +288,29 @@ class StripRenderer:
             regions = region_masks(maps[start:stop], thresholds[start:stop], self.label_size)
             alpha = _to_thumb(regions, (th, tw))  # (c, n, th, tw)
             region_edge = _edges(alpha >= 0.5) & present[..., None, None]
-            keep = np.where(present[..., None, None], DIM + (1.0 - DIM) * alpha, 1.0).astype(np.float32)
-            out = (thumbs[pos].astype(np.float32) * keep[..., None] + 0.5).astype(np.uint8)
+            keep = torch.from_numpy(alpha).mul_(1.0 - DIM).add_(DIM)
+            keep[torch.from_numpy(~present)] = 1.0
+            out = torch.from_numpy(thumbs)[torch.from_numpy(pos)].float().mul_(keep.unsqueeze(-1))
+            out = out.round_().to(torch.uint8).numpy()
             out[outlines[opos] | (framed[..., None, None] & border)] = LABEL_RGB
             out[region_edge] = REGION_RGB
-            for a in range(stop - start):
+            for a, canvas in enumerate(_mosaics(out, rows, cols)):
                 path = paths[start + a]
                 if path is None:
                     continue
-                canvas = np.empty((height, width, 3), dtype=np.uint8)
-                canvas[:] = GAP_RGB
-                for k in range(n):
-                    r, q = divmod(k, cols)
-                    y, x = r * (th + GAP), q * (tw + GAP)
-                    canvas[y:y + th, x:x + tw] = out[a, k]
                 path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(canvas).save(path, "JPEG", quality=spec.quality, optimize=True)
+                Image.fromarray(canvas).save(path, "JPEG", quality=spec.quality, optimize=True, subsampling="4:4:4")
+
+
+def _mosaics(thumbs: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(U, n, th, tw, 3) -> (U, rows * (th + GAP) - GAP, cols * (tw + GAP) - GAP, 3), row-major, GAP-wide gaps."""
+    units, n, th, tw, _ = thumbs.shape
+    grid = np.empty((units, rows * cols, th + GAP, tw + GAP, 3), dtype=np.uint8)
+    grid[:] = GAP_RGB
+    grid[:, :n, :th, :tw] = thumbs
+    grid = grid.reshape(units, rows, cols, th + GAP, tw + GAP, 3).transpose(0, 1, 3, 2, 4, 5)
+    grid = grid.reshape(units, rows * (th + GAP), cols * (tw + GAP), 3)
+    return grid[:, :-GAP, :-GAP]
 
 
 def needed_images(layers: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[int, set[int]]:

@@ -212,10 +212,12 @@ def plot_layers(result: "Dissection", *, convention: str = "per-category", legen
     for xi, total in zip(x, bottom):
         ax.annotate(f"{int(total)}", (xi, total), xytext=(0, 2), textcoords="offset points", ha="center",
                     va="bottom", fontsize=8, color=INK)
+    pad = max(0.0, (4 - len(layers)) * 0.5)  # few layers: keep the bars slim
+    ax.set_xlim(-0.5 - pad, len(layers) - 0.5 + pad)
     ax.set_xticks(x, [plain(l) for l in layers], rotation=0 if len(layers) < 7 else 45,
                   ha="center" if len(layers) < 7 else "right")
     ax.set_ylabel("unique detectors")
-    ax.set_title(convention, fontsize=10, loc="left")
+    ax.set_title(f"Unique detectors per layer ({convention})", fontsize=10, loc="left")
     ax.margins(y=0.12)
     ax.yaxis.get_major_locator().set_params(integer=True)
     if legend:

@@ -4,6 +4,14 @@
 (function () {
   "use strict";
 
+  /* The sticky toolbar sits right under the top bar, whose height depends on how the menu wraps. */
+  var topbar = document.querySelector(".topbar");
+  function syncTopbar() {
+    if (topbar) { document.documentElement.style.setProperty("--topbar-h", topbar.offsetHeight + "px"); }
+  }
+  window.addEventListener("resize", syncTopbar);
+  syncTopbar();
+
   var dataNode = document.getElementById("nd-data");
   var grid = document.getElementById("nd-grid");
   if (!dataNode || !grid) { return; }

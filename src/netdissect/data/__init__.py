@@ -1,8 +1,12 @@
-"""Concept data: the protocol, the Broden reader and writer, synthetic concepts.
+"""Concept data: the protocol, the Broden reader and writer, synthetic concepts,
+converters, colour naming and downloads.
 
-:func:`open_dataset` turns a spec into a data set: a folder in Broden format,
-or a registered name with options, e.g. ``synthetic`` or
-``synthetic:n=500,seed=1``.
+:func:`open_dataset` turns a spec into a data set: a folder in Broden format
+(``path/to/broden`` or ``path/to/broden?split=val``), or a registered name
+with options, e.g. ``synthetic``, ``synthetic:n=500,seed=1``, or a
+downloaded data set such as ``broden1_224`` / ``broden1_224:split=train``
+(looked up under :func:`netdissect.data.download.data_root`, or
+``broden1_224:root=DIR``).
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ def _parse_options(text: str, spec: str) -> dict[str, str]:
 def open_dataset(spec: "str | Path | ConceptDataset") -> ConceptDataset:
     """Open a concept data set from a spec.
 
-    ``spec`` is a data set object (returned as is), a folder in Broden format,
-    or ``NAME[:KEY=VALUE,...]`` for a registered name (see :data:`DATASETS`).
+    ``spec`` is a data set object (returned as is), a folder in Broden format
+    (optionally ``FOLDER?split=NAME`` to keep one split), or
+    ``NAME[:KEY=VALUE,...]`` for a registered name (see :data:`DATASETS`),
+    which also takes its options after ``?`` (``broden1_224?split=val``).
     """
     if not isinstance(spec, (str, Path)):
         return spec
@@ -53,9 +59,23 @@ def open_dataset(spec: "str | Path | ConceptDataset") -> ConceptDataset:
         from .broden import BrodenDataset
 
         return BrodenDataset(path)
-    name, _, rest = text.partition(":")
+    base, question, query = text.partition("?")
+    query_options = _parse_options(query.replace("&", ","), text) if question else {}
+    if question:
+        base_path = Path(base).expanduser()
+        if base_path.is_dir():
+            from .broden import BrodenDataset
+
+            unknown = sorted(set(query_options) - {"split"})
+            if unknown:
+                raise DatasetError(
+                    f"data spec {text!r}: unknown option(s) {', '.join(unknown)} for a Broden folder; "
+                    f"allowed: split (e.g. {base}?split=val)"
+                )
+            return BrodenDataset(base_path, split=query_options.get("split"))
+    name, _, rest = base.partition(":")
     if name in DATASETS:
-        return DATASETS[name](**_parse_options(rest, text))
+        return DATASETS[name](**{**_parse_options(rest, text), **query_options})
     if path.exists():
         raise DatasetError(f"data {text!r} is a file, not a folder in Broden format")
     hint = close_matches(name, DATASETS)
@@ -67,6 +87,26 @@ def open_dataset(spec: "str | Path | ConceptDataset") -> ConceptDataset:
 
 # Register the built-in data sets.
 from . import synthetic as _synthetic  # noqa: E402,F401
+from .download import KNOWN_DATASETS as _KNOWN_DOWNLOADS  # noqa: E402
+
+
+def _downloaded_factory(name: str):
+    def open_downloaded(root: str | None = None, split: str | None = None, **unknown) -> ConceptDataset:
+        if unknown:
+            raise DatasetError(
+                f"data set {name!r}: unknown option(s) {', '.join(sorted(unknown))}; allowed: root, split"
+            )
+        from .broden import BrodenDataset
+        from .download import downloaded_folder
+
+        return BrodenDataset(downloaded_folder(name, root), split=split or None)
+
+    open_downloaded.__doc__ = f"The downloaded {name!r} (``netdissect data download {name}``)."
+    return open_downloaded
+
+
+for _name in _KNOWN_DOWNLOADS:
+    register_dataset(_name)(_downloaded_factory(_name))
 
 __all__ = [
     "Concept",

@@ -363,6 +363,14 @@ class BrodenDataset:
         """The ``split`` column of image ``index``."""
         return self._row(index).split
 
+    def entries(self, index: int) -> dict[str, tuple]:
+        """The category cells of image ``index``: category -> entries (int: image-level label, str: PNG name)."""
+        return dict(zip(self.concepts.categories, self._row(index).cells))
+
+    def index_line(self, index: int) -> int:
+        """The line of ``index.csv`` that lists image ``index``."""
+        return self._row(index).line
+
     def __getitem__(self, index: int) -> Sample:
         row = self._row(index)
         try:
@@ -435,8 +443,8 @@ class BrodenDataset:
         return self._fingerprint
 
     def spec(self) -> str:
-        """The absolute folder path (the ``split`` filter is not part of it)."""
-        return str(self.root)
+        """The absolute folder path, plus ``?split=NAME`` when a split is selected."""
+        return str(self.root) if self.split is None else f"{self.root}?split={self.split}"
 
 
 # ---------------------------------------------------------------------------
@@ -485,6 +493,7 @@ def write_broden(
     quality: int = 95,
     progress: bool = False,
     overwrite: bool = False,
+    workers: int = 0,
 ) -> Path:
     """Write any concept data set in Broden format; returns the folder.
 
@@ -500,6 +509,12 @@ def write_broden(
     The folder is written as ``<root>.partial`` and renamed to ``root`` only
     once complete (a failed write removes it).  An existing ``root`` raises
     DatasetError unless ``overwrite=True``.
+
+    ``workers > 0`` loads samples in that many processes (decoding and
+    resizing are usually the slow part; order and output are unchanged).  A
+    data set with an ``image_file(i)`` method returning an already encoded
+    image of the right size and of format ``image_format`` has that file
+    copied byte for byte instead of being decoded and encoded again.
     """
     fmt = str(image_format).lower().lstrip(".")
     fmt = "jpg" if fmt == "jpeg" else fmt
@@ -507,6 +522,8 @@ def write_broden(
         raise ConfigError(f"image_format={image_format!r} is not supported; use 'jpg' or 'png'")
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
         raise ConfigError(f"quality={quality!r} must be an integer from 1 to 100")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+        raise ConfigError(f"workers={workers!r} must be an integer >= 0")
     root = Path(root).expanduser()
     if root.exists() and not overwrite:
         raise DatasetError(f"output folder {root} already exists; pass overwrite=True to replace it")
@@ -514,7 +531,7 @@ def write_broden(
     if partial.exists():
         shutil.rmtree(partial)  # left over from an interrupted write
     try:
-        _write_contents(dataset, partial, fmt, int(quality), progress)
+        _write_contents(dataset, partial, fmt, int(quality), progress, int(workers))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -530,7 +547,77 @@ def write_broden(
     return root
 
 
-def _write_contents(dataset: ConceptDataset, out: Path, fmt: str, quality: int, progress: bool) -> None:
+class _Loader:
+    """Loads image i of a data set for writing: (sample, encoded image file to copy, or None).
+
+    A data set with ``image_file(i)`` whose file already has the output
+    format, the image size and RGB mode is copied as is (only its labels
+    are loaded); otherwise the sample is loaded in full.
+    """
+
+    def __init__(self, dataset: ConceptDataset, fmt: str, size: tuple[int, int]):
+        self.dataset, self.fmt, self.size = dataset, fmt, size
+
+    def __call__(self, i: int):
+        image_file = getattr(self.dataset, "image_file", None)
+        if callable(image_file):
+            path = Path(image_file(i))
+            suffix = path.suffix.lower().lstrip(".")
+            if ("jpg" if suffix == "jpeg" else suffix) == self.fmt:
+                try:
+                    from PIL import Image
+
+                    with Image.open(path) as im:
+                        ok = (im.size[1], im.size[0]) == tuple(self.size) and im.mode == "RGB"
+                except OSError:
+                    ok = False
+                if ok:
+                    return self.dataset.load_labels(i), path
+        return self.dataset[i], None
+
+
+_WORKER_LOADER: "_Loader | None" = None  # set in each loader process
+
+
+def _init_worker(loader: _Loader) -> None:
+    global _WORKER_LOADER
+    _WORKER_LOADER = loader
+
+
+def _worker_load(i: int):
+    return _WORKER_LOADER(i)
+
+
+def _samples(loader: _Loader, indices, workers: int):
+    """Yield (index, sample, image file or None) in order, loading in ``workers`` processes when > 0."""
+    if workers <= 0:
+        for i in indices:
+            yield (i, *loader(i))
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pending: deque = deque()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                             initializer=_init_worker, initargs=(loader,)) as pool:
+        try:
+            for i in indices:
+                pending.append((i, pool.submit(_worker_load, i)))
+                if len(pending) >= 4 * workers:  # bounded read-ahead: memory stays flat
+                    j, fut = pending.popleft()
+                    yield (j, *fut.result())
+            while pending:
+                j, fut = pending.popleft()
+                yield (j, *fut.result())
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+
+def _write_contents(dataset: ConceptDataset, out: Path, fmt: str, quality: int, progress: bool,
+                    workers: int = 0) -> None:
     concepts = dataset.concepts
     categories = list(concepts.categories)
     ncat = len(categories)
@@ -558,12 +645,13 @@ def _write_contents(dataset: ConceptDataset, out: Path, fmt: str, quality: int, 
         except ImportError:  # pragma: no cover - tqdm is a dependency
             pass
 
-    for i in indices:
-        sample = dataset[i]
+    for i, sample, source_file in _samples(_Loader(dataset, fmt, (ih, iw)), indices, workers):
         ident = dataset.image_id(i)
-        image = np.asarray(sample.image)
-        if image.shape != (ih, iw, 3):
-            raise DatasetError(f"image {i} ({ident}) has shape {image.shape}; the data set says ({ih}, {iw}, 3)")
+        image = None
+        if source_file is None:
+            image = np.asarray(sample.image)
+            if image.shape != (ih, iw, 3):
+                raise DatasetError(f"image {i} ({ident}) has shape {image.shape}; the data set says ({ih}, {iw}, 3)")
         pixel = np.asarray(sample.pixel_labels)
         if pixel.ndim != 3 or pixel.shape[1:] != (sh, sw):
             raise DatasetError(
@@ -615,7 +703,10 @@ def _write_contents(dataset: ConceptDataset, out: Path, fmt: str, quality: int, 
         # Write the files.
         image_path = images_dir / names[0]
         image_path.parent.mkdir(parents=True, exist_ok=True)
-        write_rgb(image_path, image.astype(np.uint8, copy=False), quality=quality)
+        if source_file is not None:
+            shutil.copyfile(source_file, image_path)
+        else:
+            write_rgb(image_path, image.astype(np.uint8, copy=False), quality=quality)
         cells = []
         fraction = np.zeros(max_number + 1, dtype=np.float64)
         pos = 1

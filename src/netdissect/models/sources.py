@@ -240,3 +240,14 @@ def _module(rest: str) -> LoadedModel:
     if isinstance(preprocess, dict):
         preprocess = Preprocess(**preprocess)
     return LoadedModel(module, preprocess, "")
+
+
+# -- SqueezeNet-Places365 (built in; weights given with --weights) ------------
+
+
+@register_builtin("squeezenet_places365")
+def _squeezenet_places365() -> LoadedModel:
+    """SqueezeNet v1.1 + BatchNorm for Places365, randomly initialised; pass its weights with ``weights=``."""
+    from .squeezenet import PLACES365_PREPROCESS, squeezenet_places365
+
+    return LoadedModel(squeezenet_places365(), PLACES365_PREPROCESS, "squeezenet_places365")

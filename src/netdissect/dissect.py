@@ -148,6 +148,9 @@ class _Run:
         self.concepts = dataset.concepts
         self.num_labels = self.concepts.max_number + 1
         self.category_of = torch.from_numpy(self.concepts.category_index())
+        self.known_labels = torch.zeros(self.num_labels, dtype=torch.bool)  # label 0 ("none") and the table's
+        self.known_labels[[0, *self.concepts.numbers()]] = True
+        self.batch_count = -(-self.n // self.config.batch_size)
         self.started = time.time()
 
     # -- identity ---------------------------------------------------------------
@@ -346,7 +349,7 @@ class _Run:
         return out
 
     def _pass1(self, state: dict[str, Any]) -> None:
-        total = -(-self.n // self.config.batch_size)
+        total = self.batch_count
         start = state["batches"]
         c = self.config
         for layer in self.layers.values():
@@ -411,11 +414,7 @@ class _Run:
             if tensor.numel() == 0:
                 continue
             bad = (tensor < 0) | (tensor >= self.num_labels)
-            known = torch.zeros(self.num_labels, dtype=torch.bool)
-            known[0] = True
-            known[self.concepts.numbers()] = True
-            inside = tensor.clamp(0, self.num_labels - 1)
-            bad |= ~known[inside]
+            bad |= ~self.known_labels[tensor.clamp(0, self.num_labels - 1)]
             if bad.any():
                 row = int(bad.flatten(1).any(1).nonzero()[0])
                 code = int(tensor[row][bad[row]][0])
@@ -425,7 +424,7 @@ class _Run:
                 )
 
     def _pass2(self, state: dict[str, Any]) -> None:
-        total = -(-self.n // self.config.batch_size)
+        total = self.batch_count
         start = state["batches"]
         files = {n: open(l.cache_path, "rb") for n, l in self.layers.items()} if self.use_disk else None
         try:

@@ -231,7 +231,7 @@ def _folder(spec: str) -> Path:
 
 
 def run_info(args) -> int:
-    from ..data.tools import data_info
+    from ..data.broden import data_info
 
     info = data_info(_folder(args.dir), scan=args.scan, top=args.top, workers=args.workers, progress=args.scan)
     print(info.format())
@@ -239,7 +239,7 @@ def run_info(args) -> int:
 
 
 def run_check(args) -> int:
-    from ..data.tools import check_broden
+    from ..data.broden import check_broden
 
     root = _folder(args.dir)
     problems = check_broden(root, workers=args.workers, progress=sys.stderr.isatty())

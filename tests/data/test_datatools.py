@@ -1,4 +1,4 @@
-"""Tests of `netdissect data info` and `netdissect data check` (netdissect.data.tools)."""
+"""Tests of `netdissect data info` and `netdissect data check` (netdissect.data.broden.check)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import pytest
 from PIL import Image
 
 from netdissect.cli import main
-from netdissect.data.broden import BrodenDataset, write_broden
+from netdissect.data.broden import BrodenDataset, check_broden, data_info, write_broden
 from netdissect.data.imageio import read_label_png, write_label_png
 from netdissect.data.synthetic import SyntheticConcepts
-from netdissect.data.tools import check_broden, data_info
 
 N = 10
 

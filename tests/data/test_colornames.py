@@ -12,7 +12,7 @@ from netdissect.data.colornames import COLOR_CONCEPTS, COLOR_NAMES, color_map, n
 from netdissect.data.synthetic import _PALETTE
 from netdissect.errors import DatasetError
 
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
+ASSETS = Path(__file__).resolve().parents[3] / "shared" / "assets"
 W2C = ASSETS / "reference" / "netdissect" / "w2color.npy"
 
 

@@ -32,7 +32,7 @@ from netdissect.data.convert import (
 from netdissect.errors import ConfigError, DatasetError
 from netdissect.models import Preprocess
 
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
+ASSETS = Path(__file__).resolve().parents[3] / "shared" / "assets"
 DATA = ASSETS / "data"
 _skip = pytest.mark.skipif(not (DATA / "camvid").is_dir(),
                            reason=f"test assets not found at {ASSETS} (../shared/assets)")
@@ -458,7 +458,7 @@ def test_ade20k_classes_levels_and_names(tmp_path):
     layers = layers_by_category(back, 1)
     assert set(names_of(back, layers["part"][0]).ravel()) == {"", "window"}
     assert set(names_of(back, layers["object"][0]).ravel()) == {"", "plant (works)"}
-    from netdissect.data.tools import check_broden
+    from netdissect.data.broden import check_broden
 
     assert check_broden(out) == []
 

@@ -20,7 +20,7 @@ from netdissect.data.synthetic import (
 )
 from netdissect.errors import DatasetError
 
-W2COLOR = Path(__file__).resolve().parents[2] / "shared" / "assets" / "reference" / "netdissect" / "w2color.npy"
+W2COLOR = Path(__file__).resolve().parents[3] / "shared" / "assets" / "reference" / "netdissect" / "w2color.npy"
 PIXEL_CATEGORIES = ("color", "object", "part", "texture")  # the order of the label layers
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DatasetError
-from .broden import _CAT_COUNT, BrodenDataset, _read_csv
-from .imageio import read_label_png
+from ...errors import DatasetError
+from ..imageio import read_label_png
+from .read import CAT_COUNT, BrodenDataset, read_csv
 
 # ---------------------------------------------------------------------------
 # info
@@ -80,7 +80,7 @@ def _recorded_stats(ds: BrodenDataset) -> dict[str, dict[int, tuple[int, float]]
         path = ds.root / f"c_{cat}.csv"
         stats: dict[int, tuple[int, float]] = {}
         if path.is_file():
-            _, rows = _read_csv(path, ["number"])
+            _, rows = read_csv(path, ["number"])
             for _, row in rows:
                 try:
                     stats[int(row["number"])] = (int(float(row.get("frequency") or 0)), float(row.get("coverage") or 0))
@@ -203,7 +203,7 @@ def _listed_categories(ds: BrodenDataset) -> tuple[dict[int, set[str]], list[Pro
     """label number -> categories that label.csv or a c_ file lists it in; plus consistency problems."""
     problems: list[Problem] = []
     path = ds.root / "label.csv"
-    _, rows = _read_csv(path, ["number", "name", "category"])
+    _, rows = read_csv(path, ["number", "name", "category"])
     in_label_csv: dict[int, set[str]] = {}
     line_of: dict[int, int] = {}
     for line, row in rows:
@@ -215,7 +215,7 @@ def _listed_categories(ds: BrodenDataset) -> tuple[dict[int, set[str]], list[Pro
             continue
         cats = set()
         for part in filter(None, (p.strip() for p in row["category"].split(";"))):
-            m = _CAT_COUNT.match(part)
+            m = CAT_COUNT.match(part)
             if m:
                 cats.add(m.group(1).strip())
         unknown = sorted(cats - set(ds.concepts.categories))
@@ -227,13 +227,13 @@ def _listed_categories(ds: BrodenDataset) -> tuple[dict[int, set[str]], list[Pro
         line_of[n] = line
     listed = {n: set(c) for n, c in in_label_csv.items()}
     count_path = ds.root / "category.csv"
-    _, crow = _read_csv(count_path, ["name"])
+    _, crow = read_csv(count_path, ["name"])
     counts = {row["name"].strip(): (line, row.get("count", "").strip()) for line, row in crow}
     for cat in ds.concepts.categories:
         cpath = ds.root / f"c_{cat}.csv"
         if not cpath.is_file():
             continue
-        _, rows = _read_csv(cpath, ["number"])
+        _, rows = read_csv(cpath, ["number"])
         numbers = []
         for line, row in rows:
             try:

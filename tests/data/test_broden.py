@@ -14,6 +14,7 @@ from PIL import Image
 from netdissect.data import Concept, ConceptDataset, ConceptTable, Sample, open_dataset
 from netdissect.data.broden import BrodenDataset, write_broden
 from netdissect.data.imageio import read_label_png, read_rgb, write_label_png
+from netdissect.data.memory import ArrayConcepts
 from netdissect.data.synthetic import SyntheticConcepts
 from netdissect.errors import ConfigError, DatasetError
 
@@ -453,11 +454,62 @@ def test_index_missing_column(copy):
         BrodenDataset(copy)
 
 
-def test_index_extra_column(copy):
-    rows = read_rows(copy / "index.csv")
-    write_rows(copy / "index.csv", [rows[0] + ["material"]] + [r + [""] for r in rows[1:]])
-    with pytest.raises(DatasetError, match=r"index\.csv.*extra column\(s\) material"):
-        BrodenDataset(copy)
+def broden_order_with_empty_columns(root: Path) -> list[str]:
+    """Rewrite index.csv with every category column of the original Broden, in its order, the absent ones empty.
+
+    The original Broden tools write such columns (``part,material,scene`` for a set with only colour,
+    object and texture); returns the columns added.
+    """
+    rows = read_rows(root / "index.csv")
+    header = rows[0]
+    order = ["color", "object", "part", "material", "scene", "texture"]
+    present = header[6:]
+    columns = header[:6] + order + [c for c in present if c not in order]
+    out = [columns]
+    for r in rows[1:]:
+        cell = dict(zip(header, r))
+        out.append([cell.get(c, "") for c in columns])
+    write_rows(root / "index.csv", out)
+    return [c for c in columns[6:] if c not in present]
+
+
+@pytest.fixture(scope="module")
+def three_categories(tmp_path_factory):
+    """A Broden folder with only the categories color, object and texture (as a converted CamVid + DTD set)."""
+    table = ConceptTable([Concept(1, "red-c", "color"), Concept(2, "car", "object"), Concept(3, "striped", "texture")],
+                         ["color", "object", "texture"])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    pixel = np.zeros((3, 2, 4, 4), np.int32)
+    pixel[:, 0] = 1
+    pixel[:, 1, :2] = 2
+    ds = ArrayConcepts(images, pixel, table, image_labels=[[3], [], [3]])
+    return ds, write_broden(ds, tmp_path_factory.mktemp("three") / "three", image_format="png")
+
+
+def test_index_columns_of_categories_not_in_category_csv_are_ignored(three_categories, tmp_path):
+    """NetDissect-Lite reads only the columns of category.csv's categories; so does the reader."""
+    source, written = three_categories
+    root = tmp_path / "b"
+    shutil.copytree(written, root)
+    assert broden_order_with_empty_columns(root) == ["part", "material", "scene"]
+    assert read_rows(root / "index.csv")[0][6:] == ["color", "object", "part", "material", "scene", "texture"]
+    b = BrodenDataset(root)
+    assert b.concepts.categories == ("color", "object", "texture")
+    assert b.ignored_columns == ("part", "material", "scene")
+    assert len(b.notes) == 1 and re.search(r"index\.csv column\(s\) part, material, scene are not categories of "
+                                           r"category\.csv \(color, object, texture\) and are ignored.*all empty",
+                                           b.notes[0])
+    for i in range(len(source)):
+        np.testing.assert_array_equal(b[i].image, source[i].image)
+        np.testing.assert_array_equal(b[i].pixel_labels, source[i].pixel_labels)
+        np.testing.assert_array_equal(b[i].image_labels, source[i].image_labels)
+    assert BrodenDataset(written).ignored_columns == () and BrodenDataset(written).notes == []
+    # An ignored column that holds entries is still ignored, and the note says so.
+    edit_index(root, 1, "scene", "7")
+    b = BrodenDataset(root)
+    assert np.array_equal(b[1].image_labels, source[1].image_labels)
+    assert re.search(r"column 'scene' holds entries in 1 row\(s\) \(first: line 3\)", b.notes[0])
 
 
 def test_index_short_row(copy):

@@ -175,6 +175,52 @@ def test_duplicate_rows(copy):
     ]
 
 
+def with_columns(root: Path, columns: list[str]) -> None:
+    """Rewrite index.csv with these category columns (in this order); absent ones are empty."""
+    index = rows(root / "index.csv")
+    header = index[0][:6] + columns
+    write_rows(root / "index.csv", [header] + [[dict(zip(index[0], r)).get(c, "") for c in header]
+                                              for r in index[1:]])
+
+
+def test_columns_of_categories_not_in_category_csv_are_a_note(copy, capsys):
+    """index.csv with an extra empty 'material' column, as the original tools write it: read, with a note."""
+    cats = list(BrodenDataset(copy).concepts.categories)
+    assert "material" not in cats
+    with_columns(copy, cats[:3] + ["material"] + cats[3:])
+    assert check_broden(copy) == []
+    assert main(["data", "check", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^note: index\.csv column\(s\) material is not a category of category\.csv .* ignored",
+                     out, re.M)
+    assert out.strip().endswith(": OK")
+    info = data_info(copy)
+    assert [c.name for c in info.categories] == cats and len(info.notes) == 1
+    assert main(["data", "info", str(copy)]) == 0
+    assert "note: index.csv column(s) material is not a category" in capsys.readouterr().out
+    # Entries in an ignored column are a problem: dissect would not see them.
+    index = rows(copy / "index.csv")
+    index[3][index[0].index("material")] = "5"
+    write_rows(copy / "index.csv", index)
+    assert [str(p) for p in check_broden(copy)] == [
+        f"[categories] {copy.resolve() / 'index.csv'}: column 'material' holds entries in 1 row(s) (first: line 4), "
+        f"but category.csv does not list category 'material': they are ignored"
+    ]
+
+
+def test_image_level_zero_means_no_label(copy):
+    """The real Broden has image-level cells '0': no label, as dissect reads them; not an unknown label."""
+    index = rows(copy / "index.csv")
+    col = index[0].index("scene")
+    assert all(r[col] for r in index[1:])  # every synthetic image has a scene
+    index[2][col] = "0"
+    write_rows(copy / "index.csv", index)
+    assert check_broden(copy) == []
+    scene = next(c for c in data_info(copy).categories if c.name == "scene")
+    assert scene.images == N - 1
+    assert list(BrodenDataset(copy).load_labels(1).image_labels) in ([], [0])
+
+
 def test_check_reads_truncated_images(copy):
     index = rows(copy / "index.csv")
     path = copy / "images" / index[1][0]

@@ -239,10 +239,17 @@ def run_info(args) -> int:
 
 
 def run_check(args) -> int:
-    from ..data.broden import check_broden
+    from ..data.broden import BrodenDataset, check_broden
+    from ..errors import DatasetError
 
     root = _folder(args.dir)
     problems = check_broden(root, workers=args.workers, progress=sys.stderr.isatty())
+    try:
+        notes = BrodenDataset(root).notes
+    except DatasetError:
+        notes = []  # it does not open: check_broden reported why
+    for note in notes:
+        print(f"note: {note}")
     for p in problems[: max(args.max_problems, 0)]:
         print(p)
     if len(problems) > args.max_problems:

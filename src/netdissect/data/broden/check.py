@@ -54,6 +54,8 @@ class DataInfo:
     label_size: tuple[int, int]
     categories: list[CategoryInfo]
     scanned: bool
+    #: facts worth knowing that are not problems (e.g. ignored index.csv columns)
+    notes: list[str] = field(default_factory=list)
 
     def format(self) -> str:
         lines = [
@@ -70,6 +72,9 @@ class DataInfo:
             cov = f"{100 * c.pixel_coverage:.1f}%" if c.pixel_coverage is not None else "-"
             top = ", ".join(f"{n} ({k})" for n, k, _ in c.top)
             lines.append(f"{c.name:12s} {c.concepts:8d} {c.present:8d} {c.images:8d} {cov:>24s}  {top}")
+        if self.notes:
+            lines.append("")
+            lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -104,7 +109,7 @@ def data_info(root: "str | os.PathLike[str]", *, scan: bool = False, top: int = 
     images_with = Counter()
     for i in range(len(ds)):
         for cat, entries in ds.entries(i).items():
-            if entries:
+            if any(e != 0 for e in entries):  # an image-level 0 is "no label"
                 images_with[cat] += 1
     members = {c: [k for k in ds.concepts if k.category == c] for c in cats}
     infos = []
@@ -156,7 +161,7 @@ def data_info(root: "str | os.PathLike[str]", *, scan: bool = False, top: int = 
                 float(covered_total[g]) / (npix * len(ds)),
                 [(k.name, freq[k.number], coverage[k.number]) for k in order[:top]],
             ))
-    return DataInfo(ds.root, len(ds), dict(splits), ds.image_size, ds.label_size, infos, scan)
+    return DataInfo(ds.root, len(ds), dict(splits), ds.image_size, ds.label_size, infos, scan, list(ds.notes))
 
 
 def _map(fn, items, workers: int, progress: bool, desc: str):
@@ -286,6 +291,8 @@ def _check_row(ds: BrodenDataset, i: int, known: np.ndarray, listed: dict[int, s
     for cat, entries in ds.entries(i).items():
         for entry in entries:
             if isinstance(entry, int):
+                if entry == 0:
+                    continue  # "no label", as dissect reads it (the real Broden has such cells)
                 if entry >= top or not known[entry]:
                     problems.append(Problem("codes", f"{where}, column {cat!r}: image-level label {entry} is not in "
                                                      f"label.csv"))
@@ -321,14 +328,21 @@ def check_broden(root: "str | os.PathLike[str]", *, workers: int = 4, progress: 
     images are ih x iw and label maps sh x sw; every label code is in
     label.csv; every label is found only in the columns of categories
     label.csv lists for it, and every concept is listed in its primary
-    category.  A structural error that stops the folder from opening at all
-    is returned alone.
+    category; index.csv columns of categories that category.csv does not
+    list (ignored, see :class:`BrodenDataset`) are empty.  An image-level
+    ``0`` is "no label", not an unknown label.  A structural error that
+    stops the folder from opening at all is returned alone.  Notes that are
+    not problems are in ``BrodenDataset(root).notes``.
     """
     try:
         ds = BrodenDataset(root)
     except DatasetError as e:
         return [Problem("structure", str(e))]
     listed, problems = _listed_categories(ds)
+    for column, lines in ds.ignored_entries.items():
+        problems.append(Problem("categories", f"{ds.root / 'index.csv'}: column {column!r} holds entries in "
+                                              f"{len(lines)} row(s) (first: line {lines[0]}), but category.csv does "
+                                              f"not list category {column!r}: they are ignored"))
     known = np.zeros(ds.concepts.max_number + 2, dtype=bool)
     known[0] = True
     known[ds.concepts.numbers()] = True

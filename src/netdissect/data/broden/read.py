@@ -110,10 +110,17 @@ class _Row:
 
 
 class BrodenDataset:
-    """A concept data set stored in Broden format (see the module docstring).
+    """A concept data set stored in Broden format (see :mod:`netdissect.data.broden`).
 
     ``BrodenDataset(root, split=None)``: ``root`` is the folder; ``split``
     keeps only the rows of ``index.csv`` whose ``split`` column equals it.
+
+    Columns of ``index.csv`` that are neither image columns nor categories
+    of ``category.csv`` are ignored, as NetDissect-Lite does (the original
+    tools write empty ``part,material,scene`` columns for a set without
+    those categories): ``ignored_columns`` names them, ``ignored_entries``
+    gives the lines whose cells there are not empty, and ``notes`` says so
+    in words.
 
     Opening reads the CSV files and checks their structure; image files and
     label PNGs are read (and their label codes checked) only when a sample is
@@ -244,16 +251,12 @@ class BrodenDataset:
         header, rows = read_csv(path, [])
         expected = list(INDEX_META) + categories
         missing = [c for c in expected if c not in header]
-        extra = [c for c in header if c not in expected]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing column(s) {', '.join(missing)}")
-            if extra:
-                parts.append(f"extra column(s) {', '.join(extra)} (not categories of category.csv)")
-            raise DatasetError(
-                f"{path}: {'; '.join(parts)}; expected columns {','.join(expected)}"
-            )
+        if missing:
+            raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; expected columns {','.join(expected)}")
+        # Columns of categories that category.csv does not list (the original tools write empty
+        # part,material,scene columns for a set without them) are ignored, as NetDissect-Lite does.
+        self.ignored_columns: tuple[str, ...] = tuple(c for c in header if c not in expected)
+        ignored_lines: dict[str, list[int]] = {c: [] for c in self.ignored_columns}
         sizes: tuple[int, int, int, int] | None = None
         first_line = 0
         self._rows: list[_Row] = []
@@ -273,6 +276,9 @@ class BrodenDataset:
                     f"{first_line} has {','.join(map(str, sizes))}; all images of a Broden data set must share "
                     f"one image size and one label size"
                 )
+            for c in self.ignored_columns:
+                if row[c].strip():
+                    ignored_lines[c].append(line)
             split = row["split"].strip()
             if split not in all_splits:
                 all_splits.append(split)
@@ -288,6 +294,19 @@ class BrodenDataset:
             )
         self.image_size = (sizes[0], sizes[1])
         self.label_size = (sizes[2], sizes[3])
+        #: column -> index.csv lines whose cell in that ignored column is not empty
+        self.ignored_entries: dict[str, list[int]] = {c: lines for c, lines in ignored_lines.items() if lines}
+        self.notes: list[str] = []
+        if self.ignored_columns:
+            cols = self.ignored_columns
+            one = len(cols) == 1
+            held = [f"column {c!r} holds entries in {len(self.ignored_entries[c])} row(s) (first: line "
+                    f"{self.ignored_entries[c][0]})" for c in cols if c in self.ignored_entries]
+            self.notes.append(
+                f"index.csv column(s) {', '.join(cols)} {'is not a category' if one else 'are not categories'} of "
+                f"category.csv ({', '.join(categories)}) and {'is' if one else 'are'} ignored, as NetDissect-Lite "
+                f"does; " + ("; ".join(held) if held else ("it is" if one else "they are all") + " empty")
+            )
 
     @staticmethod
     def _parse_cell(path: Path, line: int, cat: str, cell: str) -> tuple:

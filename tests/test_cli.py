@@ -80,7 +80,7 @@ def test_killed_run_resumes_with_identical_results(tmp_path):
     assert not (run_dir / "summary.json").exists()
     again = cli(*args, "--out", str(run_dir), "-v")
     assert again.returncode == 0, again.stderr
-    assert "resuming pass1 at batch" in again.stderr
+    assert "resuming thresholds at batch" in again.stderr
     ref_tally = (tmp_path / "ref" / "layers" / "layer4" / "tally.csv").read_text()
     assert (run_dir / "layers" / "layer4" / "tally.csv").read_text() == ref_tally
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import netdissect
-from netdissect.capture import Capture
+from netdissect.hooks import Trace
 from netdissect.errors import CaptureError, ConfigError, DatasetError, LayerError
 
 from helpers import IDENTITY, red_model, square_concepts
@@ -56,8 +56,8 @@ def test_thresholds_are_exact_numpy_quantiles(tmp_path):
     result = run(ds, tmp_path / "run", quantile=q)
     model = red_model()
     x = torch.from_numpy(ds.images).permute(0, 3, 1, 2)
-    with Capture(model.module, ["features"]) as cap:
-        acts = cap.run(model.preprocess(x))["features"]
+    with Trace(model.module, ["features"]) as trace:
+        acts = trace.run(model.preprocess(x))["features"]
     per_unit = acts.transpose(0, 1).reshape(2, -1).double().numpy()
     assert np.array_equal(result.thresholds("features"), np.quantile(per_unit, 1 - q, axis=1))
 

@@ -3,29 +3,49 @@
     import netdissect
     result = netdissect.dissect("efficientnet_lite0", "synthetic", layers=["blocks.5"], out="runs/demo")
     result.labels            # pandas DataFrame: layer, unit, category, label, iou, detector
+
+The names below are imported on first use, so ``import netdissect`` (and the
+command line's start) stays fast.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .capture import Capture  # noqa: E402
-from .config import PROTOCOLS, DissectConfig  # noqa: E402
-from .data import ConceptDataset, ConceptTable, open_dataset  # noqa: E402
-from .dissect import dissect  # noqa: E402
-from .errors import NetDissectError  # noqa: E402
-from .models import LoadedModel, Preprocess, load_model  # noqa: E402
-from .result import Dissection  # noqa: E402
+# public name -> module that defines it
+_EXPORTS = {
+    "ConceptDataset": ".data",
+    "ConceptTable": ".data",
+    "open_dataset": ".data",
+    "DissectConfig": ".config",
+    "PROTOCOLS": ".config",
+    "dissect": ".dissect",
+    "Dissection": ".dissection",
+    "NetDissectError": ".errors",
+    "Trace": ".hooks",
+    "LayerInfo": ".hooks",
+    "layer_info": ".hooks",
+    "LoadedModel": ".models",
+    "LoadedGenerator": ".models",
+    "Preprocess": ".models",
+    "load_model": ".models",
+    "load_generator": ".models",
+    "load_segmenter": ".segment",
+}
 
-__all__ = [
-    "Capture",
-    "ConceptDataset",
-    "ConceptTable",
-    "DissectConfig",
-    "Dissection",
-    "LoadedModel",
-    "NetDissectError",
-    "PROTOCOLS",
-    "Preprocess",
-    "dissect",
-    "load_model",
-    "open_dataset",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'netdissect' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

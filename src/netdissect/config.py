@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .errors import ConfigError, close_matches
-from .stats.tally import DENOMINATORS
 
 #: Named protocols: the published settings each option defaults to.
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -19,6 +18,9 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "pnas2020": {"quantile": 0.01, "quantile_on": "upsampled", "quantile_size": (56, 56), "denominator": "all"},
 }
 ACTIVATION_CACHE = ("auto", "disk", "recompute")
+#: IoU mask-term rules (see :class:`netdissect.stats.IoUTally`): the reference
+#: implementation's ("touch"), the CVPR paper text's ("image"), PNAS 2020's ("all")
+DENOMINATORS = ("touch", "image", "all")
 QUANTILE_ON = ("raw", "upsampled")
 
 

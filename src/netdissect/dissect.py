@@ -1,83 +1,142 @@
-"""The dissection pipeline: data -> activations -> thresholds -> IoU -> labels.
+"""Network Dissection as a composition of the engine's parts.
 
-Two passes over the data:
+Two passes over a source (Bau et al. 2017, section 3; Bau et al. 2020 for
+segmenter and generator sources):
 
-1. every requested layer is captured in one forward pass per batch; each
-   layer's per-unit top-k (exact thresholds) and top images are updated, and
-   its activations go to a float32 disk cache (or are recomputed later);
-2. with the thresholds fixed, the IoU tally runs over the cached (or
-   recomputed) activations and the labels.
+1. every requested layer is traced in one forward pass per batch; each
+   layer's :class:`~netdissect.stats.group.ThresholdStats` gets its exact
+   per-unit top quantile and top images, and the activations may go to the
+   float32 disk cache;
+2. with the thresholds fixed, each layer's
+   :class:`~netdissect.stats.group.IoUStats` tallies IoU against the concept
+   labels (stored, or made by a segmenter), from the cache or a second forward.
 
-State is checkpointed under ``RUN_DIR/.cache/<key>/`` where the key hashes
-everything that affects the statistics (model weights, layers, data,
-options, version), so an interrupted run resumes and a changed run never
-reuses stale state.
+The IoU labeler then labels every unit and the run directory is written
+(rank 0 of a multi-process run).  Everything is resumable: state is keyed by
+the content of the model, the data and the options.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
-import signal
 import tempfile
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import __version__
-from .capture import Capture, resolve_layers
 from .config import DissectConfig
-from .data import open_dataset
-from .data.loader import Batch, batches
 from .data.protocol import ConceptDataset
-from .errors import CaptureError, ConfigError, DatasetError, close_matches
-from .models import LoadedModel, Preprocess, load_model, state_hash
-from .result import Dissection, LayerResult, write_run
-from .stats import IoUTally, LabelCounts, TopImages, TopKQuantile, TopMaps, float32_below, upsample
+from .dissection import Dissection
+from .engine.cache import ActivationCache
+from .engine.checkpoint import DONE, Checkpoint
+from .engine.distributed import Dist, default_device
+from .engine.passes import Engine, Pass
+from .engine.plan import probe_layers, run_key, use_disk_cache, versions
+from .engine.sources import ConceptSource, GeneratorSource, SegmentedSource, Source, open_images
+from .errors import ConfigError, DatasetError, close_matches
+from .labeling.base import LayerResult
+from .labeling.iou import IoULabeler
+from .models import LoadedGenerator, LoadedModel, Preprocess, load_generator, load_model, state_hash
+from .results.rundir import RunInfo, write_run
+from .stats import LabelCounts
+from .stats.group import IoUStats, StatGroup, ThresholdStats
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"
-
 
 def dissect(
-    model: "str | nn.Module | LoadedModel",
-    data: "str | Path | ConceptDataset",
+    model: "str | nn.Module | LoadedModel | None" = None,
+    data: "str | Path | ConceptDataset | Source | None" = None,
     *,
     layers: list[str],
     out: str | Path | None = None,
     config: DissectConfig | None = None,
     preprocess: Preprocess | None = None,
     weights: str | Path | None = None,
+    segmenter: Any = None,
+    generator: "str | LoadedGenerator | None" = None,
+    samples: int | None = None,
     progress: bool = True,
     **options: Any,
 ) -> Dissection:
-    """Dissect ``layers`` of ``model`` on the concept data set ``data``.
+    """Dissect ``layers`` of a model (or a generator) and label every unit with a concept.
 
-    model: a spec (``"torchvision:resnet18"``), a :class:`LoadedModel`, or an
-    ``nn.Module`` (then ``preprocess`` says how to feed it; ImageNet
-    normalisation by default).  data: a Broden folder, a registered name
-    (``"synthetic"``), or a data set object.  Options (``quantile=``,
-    ``batch_size=``, ``protocol=``, ...) override ``config``; see
-    :class:`DissectConfig`.  Results are written to ``out`` (a temporary
-    folder when None) and returned as a :class:`Dissection`.
+    Parameters
+    ----------
+    model : str, torch.nn.Module or LoadedModel
+        A spec (``"torchvision:resnet18"``), a loaded model, or a module (then
+        ``preprocess`` says how to feed it; ImageNet normalisation by
+        default).  Leave out with ``generator``.
+    data : str, Path, ConceptDataset or Source
+        A Broden folder, a registered name (``"synthetic"``), a data set
+        object; with ``segmenter`` also a folder of plain photos.
+    layers : list of str
+        Layer names (``netdissect layers MODEL``).
+    out : str or Path, optional
+        The run directory (a temporary folder when None).  A finished run
+        with the same arguments is returned as is; an interrupted one resumes.
+    config : DissectConfig, optional
+        Options; keyword ``options`` (``quantile=``, ``batch_size=``,
+        ``protocol=``...) override it.
+    preprocess : Preprocess, optional
+        Input preprocessing of a plain module.
+    weights : str or Path, optional
+        A checkpoint to load into the model (or generator).
+    segmenter : str or Segmenter, optional
+        Makes the concept labels from the images (``"color"``,
+        ``"torchvision:deeplabv3_resnet50"``...; Bau et al. 2020).
+    generator : str or LoadedGenerator, optional
+        Dissect a generator's layers on its own samples (GAN dissection); needs
+        ``segmenter``; the PNAS 2020 protocol is the default.
+    samples : int, optional
+        Generator samples (default 1000); latents from ``seed``.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Dissection
+        The loaded result.
+
+    Raises
+    ------
+    ConfigError
+        For unknown or inconsistent options.
+    ModelError, LayerError, DatasetError
+        For a model, layer or data set that cannot be used.
     """
     config = _merge_options(config or DissectConfig(), options)
-    loaded = _as_loaded(model, weights, preprocess)
-    dataset = open_dataset(data)
+    if generator is not None:
+        if model is not None or data is not None:
+            raise ConfigError("dissect(generator=...) dissects the generator on its own samples: "
+                              "give neither model nor data")
+        if "protocol" not in options and (config.protocol == "netdissect"):
+            config = replace(config, protocol="pnas2020")
+        gen = generator if isinstance(generator, LoadedGenerator) else load_generator(generator, weights=weights)
+        module, spec, weights_name = gen.module, gen.spec, gen.weights
+        seg = _segmenter(segmenter, None, required="a generator's samples need a segmenter (e.g. segmenter='color')")
+        source: Source = GeneratorSource(gen, seg, samples if samples is not None else 1000, seed=config.seed)
+        preprocess_json: dict[str, Any] = {"generator": True, "latent_shape": list(gen.latent_shape),
+                                           "output_range": list(gen.output_range)}
+        if config.quantile_size is None:
+            config = replace(config, quantile_size=source.label_size)
+    else:
+        if model is None or data is None:
+            raise ConfigError("dissect() needs a model and data (or generator= and segmenter=)")
+        if samples is not None:
+            raise ConfigError("samples= is for generator dissection; with data, every image is used")
+        loaded = _as_loaded(model, weights, preprocess)
+        module, spec, weights_name = loaded.module, loaded.spec, loaded.weights
+        source = _source(data, segmenter, loaded.preprocess)
+        preprocess_json = loaded.preprocess.to_json()
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="netdissect-"))
-    run = _Run(loaded, dataset, list(layers), config, run_dir, progress)
-    return run.execute()
+    return _Dissect(module, spec, weights_name, preprocess_json, source, list(layers), config, run_dir,
+                    progress).execute()
 
 
 def _merge_options(config: DissectConfig, options: dict[str, Any]) -> DissectConfig:
@@ -85,7 +144,8 @@ def _merge_options(config: DissectConfig, options: dict[str, Any]) -> DissectCon
     for name in options:
         if name not in known:
             hint = close_matches(name, known)
-            raise ConfigError(f"unknown option {name!r}" + (f"; {hint}" if hint else "") + f" (options: {', '.join(sorted(known))})")
+            raise ConfigError(f"unknown option {name!r}" + (f"; {hint}" if hint else "")
+                              + f" (options: {', '.join(sorted(known))})")
     return replace(config, **options)
 
 
@@ -95,7 +155,8 @@ def _as_loaded(model, weights, preprocess) -> LoadedModel:
     elif isinstance(model, LoadedModel):
         loaded = model
     elif isinstance(model, nn.Module):
-        loaded = LoadedModel(model, preprocess or Preprocess(), f"python:{type(model).__module__}.{type(model).__qualname__}")
+        loaded = LoadedModel(model, preprocess or Preprocess(),
+                             f"python:{type(model).__module__}.{type(model).__qualname__}")
         if weights is not None:
             from .models import load_weights
 
@@ -109,419 +170,164 @@ def _as_loaded(model, weights, preprocess) -> LoadedModel:
     return loaded
 
 
-@dataclass
-class _Layer:
-    """Per-layer statistics and activation cache of one run."""
+def _segmenter(segmenter, dataset, *, required: str | None = None):
+    if segmenter is None:
+        if required:
+            raise ConfigError(required)
+        return None
+    from .segment import load_segmenter
 
-    name: str
-    units: int
-    grid: tuple[int, int]
-    quantile: TopKQuantile
-    top: TopImages
-    cache_path: Path | None = None
-    cache_bytes: int = 0
-    tally: IoUTally | None = None
-    maps: TopMaps | None = None
-    thresholds: np.ndarray | None = None
-    _file: Any = field(default=None, repr=False)
-
-    @property
-    def image_bytes(self) -> int:
-        return self.units * self.grid[0] * self.grid[1] * 4
+    return load_segmenter(segmenter, dataset=dataset)
 
 
-class _Run:
-    def __init__(self, loaded: LoadedModel, dataset: ConceptDataset, layer_names: list[str],
-                 config: DissectConfig, run_dir: Path, progress: bool):
-        self.loaded, self.dataset, self.progress = loaded, dataset, progress
-        self.config = config.resolved()
-        self.device = torch.device(self.config.device)
-        self.model = loaded.module.to(self.device)
-        resolve_layers(self.model, layer_names)  # fail fast on unknown names
+def _source(data, segmenter, preprocess: Preprocess) -> Source:
+    from .data import open_dataset
+
+    if isinstance(data, Source):
+        if segmenter is not None:
+            raise ConfigError("give segmenter= or a ready Source as data, not both")
+        return data
+    if segmenter is None:
+        return ConceptSource(open_dataset(data), preprocess)
+    images = open_images(data)
+    return SegmentedSource(images, _segmenter(segmenter, images), preprocess)
+
+
+class _Dissect:
+    """One dissection run: plan, two engine passes, labels, run directory."""
+
+    def __init__(self, module: nn.Module, spec: str, weights: str | None, preprocess_json: dict[str, Any],
+                 source: Source, layer_names: list[str], config: DissectConfig, run_dir: Path, progress: bool):
         if len(set(layer_names)) != len(layer_names):
             raise ConfigError(f"layers {layer_names} name a layer twice")
-        self.layer_names = layer_names
-        self.run_dir = run_dir
-        self.n = len(dataset)
+        self.dist = Dist.current()
+        self.config = replace(config, device=config.device or default_device()).resolved()
+        self.device = torch.device(self.config.device)
+        self.module = module.to(self.device)
+        self.source, self.layer_names, self.run_dir, self.progress = source, layer_names, run_dir, progress
+        self.n = len(source)
         if self.n == 0:
-            raise DatasetError(f"data set {dataset.spec()!r} has no images")
-        self.concepts = dataset.concepts
-        self.num_labels = self.concepts.max_number + 1
-        self.category_of = torch.from_numpy(self.concepts.category_index())
-        self.known_labels = torch.zeros(self.num_labels, dtype=torch.bool)  # label 0 ("none") and the table's
-        self.known_labels[[0, *self.concepts.numbers()]] = True
-        self.batch_count = -(-self.n // self.config.batch_size)
+            raise DatasetError(f"data set {source.spec()!r} has no images")
+        self.concepts = source.concepts
+        self.spec, self.weights, self.preprocess_json = spec, weights, preprocess_json
         self.started = time.time()
 
-    # -- identity ---------------------------------------------------------------
-    def identity(self) -> dict[str, Any]:
-        return {
-            "netdissect": __version__,
-            "model": self.loaded.spec,
-            "weights": self.loaded.weights,
-            "weights_sha256": state_hash(self.model),
-            "preprocess": self.loaded.preprocess.to_json(),
-            "layers": self.layer_names,
-            "data": self.dataset.spec(),
-            "data_fingerprint": self.dataset.fingerprint(),
-            "images": self.n,
-            "options": self.config.result_key(),
-        }
+    def info(self) -> RunInfo:
+        info = RunInfo(
+            key="", netdissect=__version__, model=self.spec, weights=self.weights,
+            weights_sha256=state_hash(self.module), preprocess=self.preprocess_json, layers=self.layer_names,
+            data=self.source.spec(), data_fingerprint=self.source.fingerprint(), images=self.n,
+            options=self.config.result_key(), source=self.source.info(), config=self.config.to_json(),
+            label_size=list(self.source.label_size), image_size=list(self.source.image_size),
+            processes=self.dist.world, versions=versions(),
+            started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
+        )
+        info.key = run_key(info.identity())
+        return info
 
-    # -- main -------------------------------------------------------------------
     def execute(self) -> Dissection:
-        ident = self.identity()
-        self.key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
-        self.ident = ident
-        done = Dissection.load_if_complete(self.run_dir, self.key, self.config.iou_threshold)
-        if done is not None:
+        info = self.info()
+        labeler = IoULabeler(self.config.iou_threshold)
+        done = Dissection.load_if_complete(self.run_dir, info.key, labeler.threshold)
+        if self.dist.all_true(done is not None):
             log.info("results for these arguments are already complete in %s", self.run_dir)
             return done
-        self.cache_dir = self.run_dir / ".cache" / self.key[:20]
-        self._drop_stale_caches()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.layers = self._probe_layers()
-        self.use_disk = self._choose_cache()
-        state = self._load_state()
-        with _interrupt_as_keyboard(), Capture(self.model, self.layer_names) as self.capture:
-            if state["phase"] == "pass1":
-                self._pass1(state)
-                state = {"phase": "pass2", "batches": 0}
-            self._fix_thresholds()
-            self._make_tallies(state)
-            if state["phase"] == "pass2":
-                self._pass2(state)
-        return self._finish()
-
-    def _drop_stale_caches(self) -> None:
-        root = self.run_dir / ".cache"
-        if root.is_dir():
-            for child in root.iterdir():
-                if child.name != self.key[:20]:
-                    log.info("removing cache of a run with other arguments: %s", child)
-                    shutil.rmtree(child, ignore_errors=True)
-
-    def _probe_layers(self) -> dict[str, _Layer]:
-        ih, iw = self.dataset.image_size
-        x = self.loaded.preprocess(torch.zeros(1, 3, ih, iw, dtype=torch.uint8)).to(self.device)
-        acts = self.capture_once(x)
-        layers = {}
-        for name in self.layer_names:
-            _, units, h, w = acts[name].shape
-            layers[name] = _Layer(name, units, (h, w), *self._fresh_stats(units, (h, w)))
-        return layers
-
-    def _fresh_stats(self, units: int, grid: tuple[int, int]) -> tuple[TopKQuantile, TopImages]:
-        c = self.config
-        per_image = c.quantile_size[0] * c.quantile_size[1] if c.quantile_on == "upsampled" else grid[0] * grid[1]
-        quantile = TopKQuantile(units, c.quantile, self.n * per_image, max_values=c.max_quantile_values,
-                                seed=c.seed, device=self.device)
-        return quantile, TopImages(units, c.top_images, device=self.device)
-
-    def capture_once(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        with Capture(self.model, self.layer_names) as cap:
-            return cap.run(x, stop_early=False)  # a full pass catches layers that fire twice
-
-    def _choose_cache(self) -> bool:
-        need = sum(l.image_bytes for l in self.layers.values()) * self.n
-        if self.config.activation_cache == "recompute":
-            return False
-        if self.config.activation_cache == "disk":
-            return True
-        free = shutil.disk_usage(self.cache_dir).free
-        return need <= min(self.config.cache_limit_gb * 2**30, free // 2)
-
-    # -- checkpoints ----------------------------------------------------------------
-    def _load_state(self) -> dict[str, Any]:
-        """Restore a checkpoint of this key, or start afresh: {"phase": ..., "batches": ...}."""
-        path = self.cache_dir / STATE_FILE
-        for layer in self.layers.values():
-            layer.cache_path = self.cache_dir / f"acts-{_safe(layer.name)}.f32" if self.use_disk else None
-        state = None
-        if path.is_file():
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                log.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
-        done = state is not None and state.get("phase") == "done"
-        if state is None or state.get("key") != self.key or (state.get("use_disk") != self.use_disk and not done):
-            return self._start_afresh()
-        for name, layer in self.layers.items():
-            saved = state["layers"][name]
-            layer.quantile.load_state_dict(saved["quantile"])
-            layer.top.load_state_dict(saved["top"])
-            layer.cache_bytes = int(saved["cache_bytes"])
-            short = layer.cache_path is not None and (
-                not layer.cache_path.is_file() or layer.cache_path.stat().st_size < layer.cache_bytes)
-            if short and not done:
-                log.warning("activation cache %s is shorter than its checkpoint; starting again", layer.cache_path)
-                return self._start_afresh()
-        if state["phase"] == "pass1":
-            self._truncate_caches(None)
-        self._saved_pass2 = state.get("pass2")
-        log.info("resuming %s at batch %d", state["phase"], state["batches"])
-        return {"phase": state["phase"], "batches": int(state["batches"])}
-
-    def _start_afresh(self) -> dict[str, Any]:
-        for layer in self.layers.values():
-            layer.quantile, layer.top = self._fresh_stats(layer.units, layer.grid)
-        self._saved_pass2 = None
-        self._truncate_caches(0)
-        return {"phase": "pass1", "batches": 0}
-
-    def _truncate_caches(self, size: int | None) -> None:
-        for layer in self.layers.values():
-            if size is not None:
-                layer.cache_bytes = size
-            if layer.cache_path is not None:
-                with open(layer.cache_path, "ab") as f:
-                    f.truncate(layer.cache_bytes)
-
-    def _save_state(self, phase: str, batch_count: int) -> None:
-        for layer in self.layers.values():
-            if layer._file is not None:
-                layer._file.flush()
-        state = {
-            "key": self.key,
-            "use_disk": self.use_disk,
-            "phase": phase,
-            "batches": batch_count,
-            "layers": {
-                name: {"quantile": l.quantile.state_dict(), "top": l.top.state_dict(), "cache_bytes": l.cache_bytes}
-                for name, l in self.layers.items()
-            },
-        }
-        if phase in ("pass2", "done"):
-            state["pass2"] = {
-                "counts": self.counts.state_dict(),
-                "layers": {n: {"tally": l.tally.state_dict(), "maps": l.maps.state_dict()} for n, l in self.layers.items()},
-            }
-        path = self.cache_dir / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-
-    @contextmanager
-    def _checkpointing(self, phase: str, state: dict[str, Any]) -> Iterator[callable]:
-        last = [time.time()]
-
-        def tick(batch_count: int) -> None:
-            state["batches"] = batch_count
-            if time.time() - last[0] >= self.config.checkpoint_seconds:
-                self._save_state(phase, batch_count)
-                last[0] = time.time()
-
-        try:
-            yield tick
-        except KeyboardInterrupt:
-            self._save_state(phase, state["batches"])
-            log.warning("interrupted: state saved in %s; run the same command again to resume", self.cache_dir)
-            raise
-        finally:
-            for layer in self.layers.values():
-                if layer._file is not None:
-                    layer._file.close()
-                    layer._file = None
-
-    # -- pass 1 -------------------------------------------------------------------
-    def _loader(self, start_batch: int, labels_only: bool):
-        b = self.config.batch_size
-        indices = range(start_batch * b, self.n)
-        return batches(
-            self.dataset, indices, batch_size=b, num_workers=self.config.num_workers,
-            labels_only=labels_only, pin_memory=self.device.type == "cuda",
-        )
-
-    def _forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        x = self.loaded.preprocess(batch.images.to(self.device, non_blocking=True))
-        acts = self.capture.run(x)
-        out = {}
-        for name in self.layer_names:
-            a = acts[name].float()
-            if not torch.isfinite(a).all():
-                bad = (~torch.isfinite(a)).flatten(1).any(1).nonzero().flatten().tolist()
-                ids = [self.dataset.image_id(int(batch.indices[i])) for i in bad[:5]]
-                raise CaptureError(
-                    f"layer {name!r} produced NaN or infinite activations on images {ids}; "
-                    "check the model's weights and the input normalisation"
-                )
-            out[name] = a
-        return out
-
-    def _pass1(self, state: dict[str, Any]) -> None:
-        total = self.batch_count
-        start = state["batches"]
-        c = self.config
-        for layer in self.layers.values():
-            if layer.cache_path is not None:
-                layer._file = open(layer.cache_path, "ab")
-        with self._checkpointing("pass1", state) as tick:
-            bar = tqdm(self._loader(start, False), total=total, initial=start, disable=not self.progress,
-                       desc="pass 1/2: thresholds", unit="batch")
-            for count, batch in enumerate(bar, start + 1):
-                acts = self._forward(batch)
-                for name, a in acts.items():
-                    layer = self.layers[name]
-                    if c.quantile_on == "raw":
-                        layer.quantile.update(a.transpose(0, 1).reshape(layer.units, -1))
-                    else:
-                        for part in a.split(max(1, 4096 // layer.units), dim=0):
-                            up = upsample(part, c.quantile_size)
-                            layer.quantile.update(up.transpose(0, 1).reshape(layer.units, -1))
-                    layer.top.update(a.amax(dim=(2, 3)), batch.indices)
-                    if layer._file is not None:
-                        data = a.cpu().numpy().tobytes()
-                        layer._file.write(data)
-                        layer.cache_bytes += len(data)
-                tick(count)
-            bar.close()
-        self._save_state("pass1", total)
-
-    def _fix_thresholds(self) -> None:
-        for layer in self.layers.values():
-            layer.thresholds = layer.quantile.quantiles()
-
-    # -- pass 2 -------------------------------------------------------------------
-    def _make_tallies(self, state: dict[str, Any]) -> None:
-        self.counts = LabelCounts(self.num_labels, device=self.device)
-        c = self.config
-        saved = self._saved_pass2 if state["batches"] or state["phase"] == "done" else None
-        for name, layer in self.layers.items():
-            t32 = torch.from_numpy(float32_below(layer.thresholds)).to(self.device)
-            layer.tally = IoUTally(t32, self.category_of, len(self.concepts.categories),
-                                   self.dataset.label_size, denominator=c.denominator)
-            layer.maps = TopMaps(layer.top.indices, layer.grid)
-            if saved:
-                layer.tally.load_state_dict(saved["layers"][name]["tally"])
-                layer.maps.load_state_dict(saved["layers"][name]["maps"])
-        if saved:
-            self.counts.load_state_dict(saved["counts"])
-
-    def _cached_acts(self, batch: Batch, files: dict[str, Any]) -> dict[str, torch.Tensor]:
-        out = {}
-        first, b = int(batch.indices[0]), len(batch.indices)
-        for name, layer in self.layers.items():
-            f = files[name]
-            f.seek(first * layer.image_bytes)
-            buf = np.empty((b, layer.units, *layer.grid), dtype=np.float32)
-            if f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
-                raise DatasetError(f"activation cache {layer.cache_path} is truncated; delete {self.cache_dir} and run again")
-            out[name] = torch.from_numpy(buf).to(self.device, non_blocking=True)
-        return out
-
-    def _check_labels(self, batch: Batch) -> None:
-        for tensor, kind in ((batch.pixel_labels, "pixel"), (batch.image_labels, "image-level")):
-            if tensor.numel() == 0:
-                continue
-            bad = (tensor < 0) | (tensor >= self.num_labels)
-            bad |= ~self.known_labels[tensor.clamp(0, self.num_labels - 1)]
-            if bad.any():
-                row = int(bad.flatten(1).any(1).nonzero()[0])
-                code = int(tensor[row][bad[row]][0])
-                raise DatasetError(
-                    f"image {self.dataset.image_id(int(batch.indices[row]))!r} has {kind} label {code}, "
-                    f"which is not in the concept table (label numbers 1..{self.num_labels - 1})"
-                )
-
-    def _pass2(self, state: dict[str, Any]) -> None:
-        total = self.batch_count
-        start = state["batches"]
-        files = {n: open(l.cache_path, "rb") for n, l in self.layers.items()} if self.use_disk else None
-        try:
-            with self._checkpointing("pass2", state) as tick:
-                bar = tqdm(self._loader(start, self.use_disk), total=total, initial=start, disable=not self.progress,
-                           desc="pass 2/2: IoU", unit="batch")
-                for count, batch in enumerate(bar, start + 1):
-                    self._check_labels(batch)
-                    acts = self._cached_acts(batch, files) if self.use_disk else self._forward(batch)
-                    pixel = batch.pixel_labels.to(self.device, non_blocking=True)
-                    image = batch.image_labels.to(self.device, non_blocking=True)
-                    self.counts.update(pixel, image)
-                    for name, a in acts.items():
-                        layer = self.layers[name]
-                        layer.tally.update(a, pixel, image)
-                        layer.maps.update(a, batch.indices)
-                    tick(count)
-                bar.close()
-        finally:
-            if files:
-                for f in files.values():
-                    f.close()
-        self._save_state("done", total)  # kept: results can be re-derived (another IoU cut-off) from it
-
-    # -- results ------------------------------------------------------------------
-    def _finish(self) -> Dissection:
-        results = {}
-        truth = self.counts.truth
-        for name, layer in self.layers.items():
-            results[name] = LayerResult(
-                name=name,
-                units=layer.units,
-                grid=layer.grid,
-                thresholds=layer.thresholds,
-                threshold_method=layer.quantile.describe(),
-                iou=layer.tally.iou(truth),
-                intersect=layer.tally.intersect.cpu().numpy(),
-                denominator_pixels=layer.tally.denominator_pixels(),
-                mask_pixels=layer.tally.mask_pixels.cpu().numpy(),
-                truth=truth.cpu().numpy(),
-                top_indices=layer.top.indices.cpu().numpy(),
-                top_scores=layer.top.scores.cpu().numpy(),
-                top_maps=layer.maps.maps.cpu().numpy(),
-            )
-        config_json = {
-            "key": self.key,
-            **self.ident,
-            "config": self.config.to_json(),
-            "activation_cache": "disk" if self.use_disk else "recompute",
-            "label_size": list(self.dataset.label_size),
-            "image_size": list(self.dataset.image_size),
-            "versions": _versions(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
-            "seconds": round(time.time() - self.started, 3),
-        }
-        write_run(self.run_dir, config_json, self.concepts, results, self.dataset, self.config.iou_threshold)
-        for layer in self.layers.values():  # the activation cache has served its purpose
-            if layer.cache_path is not None and layer.cache_path.exists():
-                layer.cache_path.unlink()
+        ckpt = Checkpoint(self.run_dir, info.key, dist=self.dist, interval=self.config.checkpoint_seconds)
+        ckpt.prepare()
+        shapes = probe_layers(self.module, self.source.probe_input(self.device), self.layer_names)
+        cache = ActivationCache(ckpt.directory, {n: (u, *g) for n, (u, g) in shapes.items()},
+                                prefix="acts" if self.dist.world == 1 else f"acts-r{self.dist.rank}")
+        use_disk = use_disk_cache(self.config.activation_cache, cache.total_bytes(len(self.dist.shard(self.n))),
+                                  ckpt.directory, self.config.cache_limit_gb,
+                                  labels_from_output=self.source.labels_from_output)
+        engine = Engine(self.source, self.module, self.layer_names, device=self.device, checkpoint=ckpt,
+                        cache=cache if use_disk else None, batch_size=self.config.batch_size,
+                        num_workers=self.config.num_workers, dist=self.dist, progress=self.progress)
+        first = self._threshold_pass(shapes)
+        self._restore(ckpt, engine, first, use_disk)
+        engine.run(Pass("thresholds", first, self._update_thresholds(first), activations=(
+            "cache-write" if use_disk else "forward"), description="pass 1/2: thresholds"))
+        second = self._iou_pass(first, shapes)
+        engine.run(Pass("iou", second, self._update_iou(second), labels=True,
+                        activations="cache-read" if use_disk else "forward", description="pass 2/2: IoU"))
+        info.activation_cache = "disk" if use_disk else "recompute"
+        results = self._results(first, second, shapes)
+        if self.dist.is_main:
+            info.seconds = round(time.time() - self.started, 3)
+            write_run(self.run_dir, info, self.concepts, results, self.source.image_id, labeler)
+        cache.delete()
+        self.dist.barrier()
         return Dissection.load(self.run_dir)
 
+    # -- passes ---------------------------------------------------------------------
+    def _threshold_pass(self, shapes) -> StatGroup:
+        c = self.config
+        groups = {}
+        for name, (units, grid) in shapes.items():
+            size = c.quantile_size if c.quantile_on == "upsampled" else None
+            per_image = size[0] * size[1] if size else grid[0] * grid[1]
+            groups[name] = ThresholdStats(units, c.quantile, self.n * per_image, quantile_size=size,
+                                          top_images=c.top_images, max_values=c.max_quantile_values, seed=c.seed,
+                                          device=self.device)
+        return StatGroup(groups)
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+    def _restore(self, ckpt: Checkpoint, engine: Engine, first: StatGroup, use_disk: bool) -> None:
+        """Load the checkpoint, or start afresh when it does not match (other cache choice, short cache)."""
+        if not ckpt.load():
+            ckpt.extra["use_disk"] = use_disk
+            return
+        progress = ckpt.progress("thresholds")
+        stale = ckpt.extra.get("use_disk") != use_disk and ckpt.progress("iou") != DONE
+        if use_disk and not stale and progress is not None:
+            needed = engine.images_done(engine.batch_count if progress < 0 else progress)
+            if engine.cache.images_stored() < needed and ckpt.progress("iou") != DONE:
+                log.warning("activation cache %s is shorter than its checkpoint; starting again", ckpt.directory)
+                stale = True
+        if stale:
+            ckpt.reset()
+        ckpt.extra["use_disk"] = use_disk
 
+    @staticmethod
+    def _update_thresholds(group: StatGroup):
+        def update(batch, acts, labels):
+            for name, a in acts.items():
+                group[name].update(a, batch.indices)
 
-def _versions() -> dict[str, str]:
-    import platform
+        return update
 
-    import numpy
-    import pandas
+    def _iou_pass(self, first: StatGroup, shapes) -> StatGroup:
+        category_of = torch.from_numpy(self.concepts.category_index())
+        members: dict[str, Any] = {"counts": LabelCounts(self.concepts.max_number + 1, device=self.device)}
+        for name, (units, grid) in shapes.items():
+            members[name] = IoUStats(first[name].thresholds(), category_of, len(self.concepts.categories),
+                                     self.source.label_size, first[name].top.indices, grid,
+                                     denominator=self.config.denominator, device=self.device)
+        return StatGroup(members)
 
-    out = {"netdissect": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "numpy": numpy.__version__, "pandas": pandas.__version__, "platform": platform.platform()}
-    try:
-        import torchvision
+    def _update_iou(self, group: StatGroup):
+        counts = group["counts"]
+        layers = [n for n in group if n != "counts"]
 
-        out["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    return out
+        def update(batch, acts, labels):
+            pixel, image = labels
+            counts.update(pixel, image)
+            for name in layers:
+                group[name].update(acts[name], pixel, image, batch.indices)
 
+        return update
 
-@contextmanager
-def _interrupt_as_keyboard():
-    """Within the block, SIGTERM (a plain `kill`) interrupts like Ctrl-C, so state is saved."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    # -- results ----------------------------------------------------------------------
+    def _results(self, first: StatGroup, second: StatGroup, shapes) -> dict[str, LayerResult]:
+        truth = second["counts"].truth
+        out = {}
+        for name, (units, grid) in shapes.items():
+            t, s = first[name], second[name]
+            out[name] = LayerResult(
+                name=name, units=units, grid=grid, thresholds=t.thresholds(),
+                threshold_method=t.quantile.describe(), iou=s.tally.iou(truth),
+                intersect=s.tally.intersect.cpu().numpy(), denominator_pixels=s.tally.denominator_pixels(),
+                mask_pixels=s.tally.mask_pixels.cpu().numpy(), truth=truth.cpu().numpy(),
+                top_indices=t.top.indices.cpu().numpy(), top_scores=t.top.scores.cpu().numpy(),
+                top_maps=s.maps.maps.cpu().numpy(),
+            )
+        return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netdissect.data import ConceptDataset, DATASETS, open_dataset
+from netdissect.data import ConceptDataset, list_datasets, open_dataset
 from netdissect.data.synthetic import (
     CATEGORIES,
     COLORS,
@@ -311,7 +311,8 @@ def test_spec_round_trip(ds):
 
 
 def test_registered_and_options_from_strings():
-    assert DATASETS["synthetic"] is SyntheticConcepts
+    assert "synthetic" in list_datasets()
+    assert isinstance(open_dataset("synthetic:n=3"), SyntheticConcepts)
     d = open_dataset("synthetic:n=7,seed=3,size=64")
     assert (len(d), d.seed, d.size) == (7, 3, 64)
     assert d.spec() == "synthetic:n=7,seed=3,size=64"

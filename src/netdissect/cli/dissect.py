@@ -1,45 +1,59 @@
-"""`netdissect dissect`, `netdissect layers` and `netdissect demo`."""
+"""`netdissect dissect`, `netdissect layers`, `netdissect models` and `netdissect demo`.
+
+Heavy libraries (torch) are imported inside the command functions, so that
+building the parser (and ``netdissect --help``) stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
-import torch
-
-from ..capture import layer_shapes
-from ..config import ACTIVATION_CACHE, PROTOCOLS
-from ..data import DATASETS
-from ..models import BUILTIN_MODELS, MODEL_SOURCES, load_model
-from ..stats.tally import DENOMINATORS
+from ..config import ACTIVATION_CACHE, DENOMINATORS, PROTOCOLS, DissectConfig
 from .common import print_summary, print_table, size_pair
 
 DEMO_LAYERS = ["blocks.2", "blocks.4", "blocks.5", "bn2"]
 DEMO_IMAGES = 600
+_DEFAULTS = {f.name: f.default for f in fields(DissectConfig)}
+MODELS_HELP = ("model spec: a built-in name, torchvision:NAME[:WEIGHTS], timm:NAME[:pretrained] or "
+               "module:package.module:factory (list them with `netdissect models`)")
 
 
 def add_parser(sub) -> None:
-    models_help = (f"model spec: a built-in name ({', '.join(sorted(BUILTIN_MODELS))}) or "
-                   f"{' | '.join(s + ':...' for s in sorted(MODEL_SOURCES))}, e.g. torchvision:resnet18")
     p = sub.add_parser("dissect", help="label every unit of the given layers with a concept",
-                       description="Dissect layers of a model on a concept data set and write a run directory.")
-    p.add_argument("--model", required=True, help=models_help)
+                       description="Dissect layers of a model on a concept data set (or of a generator on its "
+                                   "own samples) and write a run directory. Runs under torchrun for several "
+                                   "processes: `torchrun --nproc-per-node N -m netdissect dissect ...`.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help=MODELS_HELP)
+    what.add_argument("--generator", help="dissect a generator on its own samples (GAN dissection): a built-in "
+                                          "name (face_dcgan, mnist_dcgan) or module:package.module:factory; "
+                                          "needs --segmenter")
     p.add_argument("--weights", help="a state dict (.pt/.pth) or .safetensors file to load into the model")
     p.add_argument("--layers", nargs="+", required=True, help="layer names (see `netdissect layers MODEL`)")
-    p.add_argument("--data", default="synthetic",
-                   help=f"a Broden-format folder or a data set name ({', '.join(sorted(DATASETS))}), "
-                        "with options as NAME:KEY=VALUE,... (default: synthetic)")
+    p.add_argument("--data", default=None,
+                   help="a Broden-format folder or a data set name (see `netdissect models`), with options as "
+                        "NAME:KEY=VALUE,...; with --segmenter also a folder of plain photos (default: synthetic)")
+    p.add_argument("--segmenter", help="make the concept labels with a segmenter: color, "
+                                       "torchvision:NAME[:WEIGHTS], module:package.module:factory")
+    p.add_argument("--samples", type=int, help="generator samples (default 1000)")
     p.add_argument("--out", required=True, type=Path, help="run directory for the results")
     add_run_options(p)
     p.set_defaults(func=run_dissect)
 
     p = sub.add_parser("layers", help="list a model's layers with their output shapes",
                        description="Dry-run the model on one image and list every module with its output shape.")
-    p.add_argument("model", help=models_help)
+    p.add_argument("model", help=MODELS_HELP)
     p.add_argument("--weights", help="weights file to load first")
     p.add_argument("--size", type=size_pair, default=None, help="input size N or HxW (default: the model's, or 224)")
     p.add_argument("--all", action="store_true", help="also list layers without a spatial grid")
     p.set_defaults(func=run_layers)
+
+    p = sub.add_parser("models", help="list the built-in models, generators, segmenters and data sets",
+                       description="List what the registries hold: built-in models and model sources, "
+                                   "generators, segmenters and named data sets.")
+    p.set_defaults(func=run_models)
 
     p = sub.add_parser("demo", help="dissect EfficientNet-Lite0 (ImageNet) on synthetic concepts, offline",
                        description="Dissect the real EfficientNet-Lite0 ImageNet weights on the synthetic concept "
@@ -52,28 +66,35 @@ def add_parser(sub) -> None:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The method and running options shared by `dissect` and `demo` (defaults: DissectConfig's)."""
+    d = _DEFAULTS
     g = p.add_argument_group("method")
-    g.add_argument("--protocol", choices=sorted(PROTOCOLS), default="netdissect",
-                   help="netdissect: CVPR 2017 (top 0.5%% of raw activations, category-conditioned IoU); "
-                        "pnas2020: top 1%% of 56x56-upsampled activations, IoU over all pixels")
+    g.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
+                   help="netdissect: CVPR 2017 (top 0.5%% of raw activations, category-conditioned IoU; the "
+                        "default); pnas2020: top 1%% of upsampled activations, IoU over all pixels (the default "
+                        "for --generator)")
     g.add_argument("--quantile", type=float, help="top fraction q of activations forming a unit's mask")
-    g.add_argument("--iou-threshold", type=float, default=0.04, help="detector cut-off (default 0.04)")
+    g.add_argument("--iou-threshold", type=float, default=d["iou_threshold"],
+                   help=f"detector cut-off (default {d['iou_threshold']})")
     g.add_argument("--denominator", choices=DENOMINATORS, help="which images count in the IoU's mask term")
-    g.add_argument("--top-images", type=int, default=10, help="top-activating images kept per unit")
+    g.add_argument("--top-images", type=int, default=d["top_images"],
+                   help=f"top-activating images kept per unit (default {d['top_images']})")
+    g.add_argument("--seed", type=int, default=d["seed"],
+                   help=f"seed of generator latents and of sampled thresholds (default {d['seed']})")
     g = p.add_argument_group("running")
-    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"default {d['batch_size']}")
     g.add_argument("--workers", type=int, help="data loading processes (default: half the CPU cores)")
-    g.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    g.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available; "
+                                    "under torchrun cuda:LOCAL_RANK)")
     g.add_argument("--input-size", type=size_pair, help="resize whole images to this size for the model")
-    g.add_argument("--activation-cache", choices=ACTIVATION_CACHE, default="auto",
+    g.add_argument("--activation-cache", choices=ACTIVATION_CACHE, default=d["activation_cache"],
                    help="keep activations on disk for the second pass, or run the model twice")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (RUN_DIR/report/)")
 
 
 def _options(args) -> dict:
-    return {
-        "protocol": args.protocol,
+    options = {
         "quantile": args.quantile,
         "iou_threshold": args.iou_threshold,
         "denominator": args.denominator,
@@ -82,17 +103,35 @@ def _options(args) -> dict:
         "num_workers": args.workers,
         "device": args.device,
         "activation_cache": args.activation_cache,
+        "seed": args.seed,
     }
+    if args.protocol is not None:
+        options["protocol"] = args.protocol
+    return options
 
 
 def run_dissect(args) -> int:
     from ..dissect import dissect
+    from ..engine.distributed import init_from_env
+    from ..errors import ConfigError
+    from ..models import load_model
 
-    loaded = load_model(args.model, weights=args.weights, input_size=args.input_size)
-    result = dissect(loaded, args.data, layers=args.layers, out=args.out, progress=not args.no_progress,
-                     **_options(args))
-    print_summary(result)
-    _report(result, args)
+    dist = init_from_env()
+    if args.generator:
+        if args.data:
+            raise ConfigError("--generator dissects the generator on its own samples: leave out --data")
+        result = dissect(generator=args.generator, weights=args.weights, segmenter=args.segmenter,
+                         samples=args.samples, layers=args.layers, out=args.out, progress=not args.no_progress,
+                         **_options(args))
+    else:
+        if args.samples is not None:
+            raise ConfigError("--samples is for --generator; with --data every image is used")
+        loaded = load_model(args.model, weights=args.weights, input_size=args.input_size)
+        result = dissect(loaded, args.data or "synthetic", layers=args.layers, out=args.out,
+                         segmenter=args.segmenter, progress=not args.no_progress, **_options(args))
+    if dist.is_main:
+        print_summary(result)
+        _report(result, args)
     return 0
 
 
@@ -107,25 +146,42 @@ def _report(result, args) -> None:
 
 def run_layers(args) -> int:
     import pandas as pd
+    import torch
+
+    from ..hooks import layer_info
+    from ..models import load_model
 
     loaded = load_model(args.model, weights=args.weights)
     size = args.size or loaded.preprocess.size or (224, 224)
     x = loaded.preprocess(torch.zeros(1, 3, *size, dtype=torch.uint8))
-    rows = layer_shapes(loaded.module, x)
     table = []
-    for name, kind, shape, calls in rows:
-        grid = shape is not None and (len(shape) == 4 or len(shape) == 3)
-        if not grid and not args.all:
+    for info in layer_info(loaded.module, x):
+        if not info.has_grid and not args.all:
             continue
-        table.append({"layer": name, "type": kind, "output": "x".join(map(str, shape[1:])) if shape else "-",
-                      "note": "runs %d times: not dissectable" % calls if calls > 1 else ""})
+        table.append({"layer": info.name, "type": info.type,
+                      "output": "x".join(map(str, info.shape[1:])) if info.shape else "-",
+                      "note": "runs %d times: not dissectable" % info.calls if info.calls > 1 else ""})
     print(f"{args.model} on a {size[0]}x{size[1]} input: {len(table)} layers")
     print_table(pd.DataFrame(table))
     return 0
 
 
+def run_models(args) -> int:
+    from ..data import list_datasets
+    from ..models import list_generators, list_models, list_sources
+    from ..segment import list_segmenters
+
+    print("Built-in models:  " + ", ".join(list_models()))
+    print("Model sources:    " + ", ".join(s + ":..." for s in list_sources()))
+    print("Generators:       " + ", ".join(list_generators()) + ", module:...")
+    print("Segmenters:       " + ", ".join(list_segmenters()))
+    print("Named data sets:  " + ", ".join(list_datasets()) + " (or any Broden folder)")
+    return 0
+
+
 def run_demo(args) -> int:
     from ..dissect import dissect
+    from ..models import load_model
 
     print(f"Dissecting EfficientNet-Lite0 (real ImageNet weights) on {args.images} synthetic concept images, "
           f"layers {' '.join(args.layers)}.")

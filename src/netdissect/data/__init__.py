@@ -17,18 +17,23 @@ from typing import Callable
 from ..errors import DatasetError, close_matches
 from .protocol import Concept, ConceptDataset, ConceptTable, Sample
 
-#: name -> factory(**options) for data sets that are not a folder path.
-DATASETS: dict[str, Callable[..., ConceptDataset]] = {}
+# name -> factory(**options) for data sets that are not a folder path
+_DATASETS: dict[str, Callable[..., ConceptDataset]] = {}
 
 
 def register_dataset(name: str):
-    """Decorator registering a data set factory under ``name``."""
+    """Decorator registering a data set factory ``fn(**options) -> ConceptDataset`` under ``name``."""
 
     def deco(fn):
-        DATASETS[name] = fn
+        _DATASETS[name] = fn
         return fn
 
     return deco
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered data sets (``synthetic``, the downloadable Broden sets...)."""
+    return sorted(_DATASETS)
 
 
 def _parse_options(text: str, spec: str) -> dict[str, str]:
@@ -48,7 +53,7 @@ def open_dataset(spec: "str | Path | ConceptDataset") -> ConceptDataset:
 
     ``spec`` is a data set object (returned as is), a folder in Broden format
     (optionally ``FOLDER?split=NAME`` to keep one split), or
-    ``NAME[:KEY=VALUE,...]`` for a registered name (see :data:`DATASETS`),
+    ``NAME[:KEY=VALUE,...]`` for a registered name (see :func:`list_datasets`),
     which also takes its options after ``?`` (``broden1_224?split=val``).
     """
     if not isinstance(spec, (str, Path)):
@@ -74,14 +79,14 @@ def open_dataset(spec: "str | Path | ConceptDataset") -> ConceptDataset:
                 )
             return BrodenDataset(base_path, split=query_options.get("split"))
     name, _, rest = base.partition(":")
-    if name in DATASETS:
-        return DATASETS[name](**{**_parse_options(rest, text), **query_options})
+    if name in _DATASETS:
+        return _DATASETS[name](**{**_parse_options(rest, text), **query_options})
     if path.exists():
         raise DatasetError(f"data {text!r} is a file, not a folder in Broden format")
-    hint = close_matches(name, DATASETS)
+    hint = close_matches(name, _DATASETS)
     raise DatasetError(
         f"data {text!r} is neither an existing folder nor a known data set name "
-        f"(known: {', '.join(sorted(DATASETS))})" + (f"; {hint}" if hint else "")
+        f"(known: {', '.join(sorted(_DATASETS))})" + (f"; {hint}" if hint else "")
     )
 
 
@@ -113,7 +118,7 @@ __all__ = [
     "ConceptDataset",
     "ConceptTable",
     "Sample",
-    "DATASETS",
+    "list_datasets",
     "open_dataset",
     "register_dataset",
 ]

@@ -9,8 +9,8 @@ Specs:
 - ``module:package.module:factory`` (calls ``factory()``)
 
 Any source takes ``weights=FILE`` (a state dict or a safetensors file).
-Sources are registered in :data:`MODEL_SOURCES`; add one with
-:func:`register_source`.
+Add a source with :func:`register_source`; :func:`list_sources` and
+:func:`list_models` list what is registered.
 """
 
 from __future__ import annotations
@@ -39,26 +39,40 @@ class LoadedModel:
 
 
 SourceFn = Callable[[str], LoadedModel]
-#: source name -> loader taking the rest of the spec (after ``source:``).
-MODEL_SOURCES: dict[str, SourceFn] = {}
-#: built-in model names (no ``source:`` prefix) -> loader taking no argument.
-BUILTIN_MODELS: dict[str, Callable[[], LoadedModel]] = {}
+# source name -> loader taking the rest of the spec (after ``source:``)
+_SOURCES: dict[str, SourceFn] = {}
+# built-in model names (no ``source:`` prefix) -> loader taking no argument
+_BUILTIN: dict[str, Callable[[], LoadedModel]] = {}
 
 
 def register_source(name: str):
+    """Decorator: register ``fn(rest_of_spec) -> LoadedModel`` for specs ``name:...``."""
+
     def deco(fn: SourceFn) -> SourceFn:
-        MODEL_SOURCES[name] = fn
+        _SOURCES[name] = fn
         return fn
 
     return deco
 
 
 def register_builtin(name: str):
+    """Decorator: register ``fn() -> LoadedModel`` as the built-in model ``name``."""
+
     def deco(fn):
-        BUILTIN_MODELS[name] = fn
+        _BUILTIN[name] = fn
         return fn
 
     return deco
+
+
+def list_models() -> list[str]:
+    """Names of the built-in models."""
+    return sorted(_BUILTIN)
+
+
+def list_sources() -> list[str]:
+    """Spec prefixes of the model sources (``torchvision``, ``timm``, ``module``...)."""
+    return sorted(_SOURCES)
 
 
 def load_model(
@@ -83,22 +97,22 @@ def load_model(
 def _load_model(spec, weights, input_size) -> LoadedModel:
     source, sep, rest = spec.partition(":")
     if not sep:
-        if spec not in BUILTIN_MODELS:
-            hint = close_matches(spec, BUILTIN_MODELS)
+        if spec not in _BUILTIN:
+            hint = close_matches(spec, _BUILTIN)
             raise ModelError(
-                f"model {spec!r} is not a built-in model ({', '.join(sorted(BUILTIN_MODELS))}) "
-                f"and has no source prefix ({', '.join(s + ':' for s in sorted(MODEL_SOURCES))})"
+                f"model {spec!r} is not a built-in model ({', '.join(sorted(_BUILTIN))}) "
+                f"and has no source prefix ({', '.join(s + ':' for s in sorted(_SOURCES))})"
                 + (f"; {hint}" if hint else "")
             )
-        loaded = BUILTIN_MODELS[spec]()
+        loaded = _BUILTIN[spec]()
     elif source == "builtin":
         return _load_model(rest, weights, input_size)
-    elif source in MODEL_SOURCES:
-        loaded = MODEL_SOURCES[source](rest)
+    elif source in _SOURCES:
+        loaded = _SOURCES[source](rest)
     else:
         raise ModelError(
             f"model spec {spec!r}: unknown source {source!r}; known sources: "
-            f"{', '.join(sorted(MODEL_SOURCES))} (or a built-in name: {', '.join(sorted(BUILTIN_MODELS))})"
+            f"{', '.join(sorted(_SOURCES))} (or a built-in name: {', '.join(sorted(_BUILTIN))})"
         )
     loaded.spec = spec
     if weights is not None:

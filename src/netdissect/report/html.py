@@ -35,7 +35,8 @@ from markupsafe import Markup
 from .. import __version__
 from ..data.protocol import ConceptDataset
 from ..errors import ConfigError
-from ..result import CONVENTIONS, Dissection
+from ..labeling.iou import CONVENTIONS, is_detector
+from ..results import DissectionData as Dissection
 from . import plots
 from .images import LABEL_RGB, REGION_RGB, ImageSource, StripRenderer, StripSpec, needed_images
 
@@ -152,9 +153,9 @@ def _layer_views(result: Dissection) -> list[LayerView]:
     taken: set[str] = set()
     views = []
     for name in result.layers:
-        t = pd.read_csv(result._layer_dir(name) / "tally.csv", keep_default_na=False,
+        t = pd.read_csv(result.layer_dir(name) / "tally.csv", keep_default_na=False,
                         dtype={"label": str, "category": str})  # a concept named "007" stays "007"
-        units = [UnitView(int(r.unit), str(r.label), str(r.category), float(r.score), float(r.score) > cut,
+        units = [UnitView(int(r.unit), str(r.label), str(r.category), float(r.score), bool(is_detector(float(r.score), cut)),
                           numbers.get((str(r.category), str(r.label)), 0))
                  for r in t[["unit", "label", "category", "score"]].itertuples(index=False)]
         info = result.summary["layers"][name]
@@ -343,7 +344,8 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, dataset:
         views = _layer_views(result)
         spec = StripSpec(int(thumb), int(columns), int(quality))
         if images:
-            source = ImageSource(result.config.get("data"), read_image_ids(result.run_dir), dataset)
+            source = ImageSource(result.config.get("data"), read_image_ids(result.run_dir), dataset,
+                                 source_info=result.config.get("source"))
         else:
             source = ImageSource.unavailable("images were turned off for this report")
         if source.available:

@@ -92,11 +92,16 @@ class ImageSource:
     holds the same image id.
     """
 
-    def __init__(self, spec: str | None, image_ids: dict[int, str], dataset: ConceptDataset | None = None):
+    def __init__(self, spec: str | None, image_ids: dict[int, str], dataset: ConceptDataset | None = None,
+                 source_info: dict | None = None):
         self.dataset: ConceptDataset | None = None
         self.reason = ""
         self.index_of: dict[int, int] = {}
         try:
+            if dataset is None and source_info and source_info.get("kind", "concepts") != "concepts":
+                from ..engine.sources import open_source
+
+                dataset = open_source(source_info)
             ds = dataset if dataset is not None else open_dataset(spec) if spec else None
             if ds is None:
                 raise ValueError("the run names no data set")

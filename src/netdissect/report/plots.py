@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..labeling.iou import is_detector
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from ..result import Dissection
+    from ..results import DissectionData as Dissection
 
 #: the two conventions for counting unique detectors, with one sentence each
 CONVENTION_TEXT = {
@@ -91,7 +92,7 @@ def _check_convention(convention: str, allowed: tuple[str, ...]) -> None:
 
 
 def _check_layer(result: "Dissection", layer: str) -> None:
-    result._layer_dir(layer)  # raises a ConfigError listing the layers
+    result.layer_dir(layer)  # raises a ConfigError listing the layers
 
 
 def plot_categories(result: "Dissection", layer: str | None = None, *, convention: str | None = None,
@@ -169,10 +170,10 @@ def plot_iou_distribution(result: "Dissection", layer: str | None = None, *, bin
         scores = labels.loc[labels["layer"] == layer, "iou"].to_numpy()
         counts, _ = np.histogram(scores, edges)
         centers = (edges[:-1] + edges[1:]) / 2
-        colors = np.where(centers > cut, ACCENT, "#c7cad1")
+        colors = np.where(is_detector(centers, cut), ACCENT, "#c7cad1")
         ax.bar(edges[:-1], counts, np.diff(edges) * 0.94, align="edge", color=colors)
         ax.set_ylabel("units")
-        n_det = int((scores > cut).sum())
+        n_det = int(is_detector(scores, cut).sum())
         ax.set_title(f"Best IoU per unit: {plain(layer)} ({n_det} of {len(scores)} above {cut:g})",
                      fontsize=10, loc="left")
     else:

@@ -1,15 +1,19 @@
-"""Streaming, mergeable statistics: exact quantiles, IoU tallies, top images."""
+"""Streaming, mergeable statistics: exact quantiles, IoU tallies, top images, and groups of them."""
 
 from .base import Statistic
+from .group import IoUStats, StatGroup, ThresholdStats
 from .quantile import TopKQuantile, float32_below, quantile_from_top, top_count
 from .tally import DENOMINATORS, IoUTally, LabelCounts, upsample
 from .topimages import TopImages, TopMaps
 
 __all__ = [
     "DENOMINATORS",
+    "IoUStats",
     "IoUTally",
     "LabelCounts",
+    "StatGroup",
     "Statistic",
+    "ThresholdStats",
     "TopImages",
     "TopKQuantile",
     "TopMaps",

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import DENOMINATORS
 from .base import Statistic
 
-DENOMINATORS = ("touch", "image", "all")
 #: upper bound on upsampled pixels held at once (pairs x sh x sw)
 CHUNK_PIXELS = 1 << 23
 

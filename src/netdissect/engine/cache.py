@@ -1,0 +1,117 @@
+"""The activation cache: each layer's float32 activations on disk, for a second pass without the model.
+
+One file per layer, image-major: image ``i`` of the shard occupies bytes
+``[i * units * h * w * 4, (i + 1) * ...)``.  Files are appended to in the
+first pass, truncated to the last checkpoint when a run resumes, read in
+order in the second pass and deleted when the run is complete.  float32 keeps
+results bit-identical to recomputing (a float16 cache would change
+thresholds).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError
+from ..paths import encode_name
+
+
+def cache_fits(bytes_needed: int, directory: Path, limit_gb: float) -> bool:
+    """True when ``bytes_needed`` fits under ``limit_gb`` and half the free space of ``directory``."""
+    free = shutil.disk_usage(directory).free
+    return bytes_needed <= min(limit_gb * 2**30, free // 2)
+
+
+class ActivationCache:
+    """float32 activation files of several layers.
+
+    Parameters
+    ----------
+    directory : Path
+        Where the files go (a run's cache folder).
+    shapes : dict of str to tuple of int
+        Layer name -> (units, h, w).
+    prefix : str
+        File-name prefix (distinct per process of a multi-process run).
+    """
+
+    def __init__(self, directory: Path, shapes: dict[str, tuple[int, int, int]], *, prefix: str = "acts"):
+        self.directory = Path(directory)
+        self.shapes = {name: tuple(int(s) for s in shape) for name, shape in shapes.items()}
+        self.paths = {name: self.directory / f"{prefix}-{encode_name(name)}.f32" for name in self.shapes}
+        self._append: dict[str, object] = {}
+        self._read: dict[str, object] = {}
+
+    def image_bytes(self, name: str) -> int:
+        """Bytes of one image's activations of layer ``name``."""
+        u, h, w = self.shapes[name]
+        return u * h * w * 4
+
+    def total_bytes(self, images: int) -> int:
+        """Bytes needed for ``images`` images of every layer."""
+        return images * sum(self.image_bytes(n) for n in self.shapes)
+
+    def images_stored(self) -> int:
+        """Whole images present in every layer's file (0 when a file is missing)."""
+        counts = []
+        for name, path in self.paths.items():
+            counts.append(path.stat().st_size // self.image_bytes(name) if path.is_file() else 0)
+        return min(counts, default=0)
+
+    def truncate(self, images: int) -> None:
+        """Keep the first ``images`` images of every file (creating missing files)."""
+        self.close()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, path in self.paths.items():
+            with open(path, "ab") as f:
+                f.truncate(images * self.image_bytes(name))
+
+    def append(self, acts: dict[str, torch.Tensor]) -> None:
+        """Append a batch: ``acts[name]`` is (B, units, h, w) float32."""
+        for name, a in acts.items():
+            f = self._append.get(name)
+            if f is None:
+                f = self._append[name] = open(self.paths[name], "ab")
+            array = np.ascontiguousarray(a.detach().to("cpu", torch.float32).numpy())
+            f.write(memoryview(array).cast("B"))
+
+    def read(self, first: int, count: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Images ``first .. first + count - 1`` of every layer as (count, units, h, w) float32 tensors.
+
+        Raises
+        ------
+        DatasetError
+            When a file is shorter than asked (a truncated cache).
+        """
+        out = {}
+        for name, path in self.paths.items():
+            f = self._read.get(name)
+            if f is None:
+                f = self._read[name] = open(path, "rb")
+            f.seek(first * self.image_bytes(name))
+            buf = np.empty((count, *self.shapes[name]), dtype=np.float32)
+            if f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
+                raise DatasetError(f"activation cache {path} is truncated; delete {self.directory} and run again")
+            out[name] = torch.from_numpy(buf).to(device, non_blocking=True)
+        return out
+
+    def flush(self) -> None:
+        """Push appended data to the operating system (before a checkpoint records it)."""
+        for f in self._append.values():
+            f.flush()
+
+    def close(self) -> None:
+        """Close every open file."""
+        for f in (*self._append.values(), *self._read.values()):
+            f.close()
+        self._append, self._read = {}, {}
+
+    def delete(self) -> None:
+        """Close and remove the files."""
+        self.close()
+        for path in self.paths.values():
+            path.unlink(missing_ok=True)

@@ -1,0 +1,138 @@
+"""Resumable state of a run, keyed by content.
+
+State lives under ``RUN_DIR/.cache/<key[:20]>/``, where the key hashes
+everything that affects the statistics (model weights, layers, data
+fingerprint, options, version): a run with other arguments never reuses it,
+and drops it as stale.  One file per process (``state.pt``, or
+``state-r<rank>-of-<world>.pt`` in a multi-process run) holds, for each pass,
+the batches done and the state of its statistic group, written atomically
+(temporary file, then rename), so the last good checkpoint survives a crash
+while writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..stats.base import Statistic
+from .distributed import Dist
+
+log = logging.getLogger(__name__)
+
+#: batches-done value of a finished pass
+DONE = -1
+
+
+class Checkpoint:
+    """The saved progress of one process of a run.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run directory.
+    key : str
+        The run's content key (hex).
+    dist : Dist
+        This process's rank and the number of processes.
+    interval : float
+        Seconds between periodic saves (:meth:`tick`).
+    """
+
+    def __init__(self, run_dir: Path, key: str, *, dist: Dist = Dist(), interval: float = 60.0):
+        self.key = key
+        self.dist = dist
+        self.directory = Path(run_dir) / ".cache" / key[:20]
+        name = "state.pt" if dist.world == 1 else f"state-r{dist.rank}-of-{dist.world}.pt"
+        self.path = self.directory / name
+        self.interval = float(interval)
+        self.saved: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}
+        self._groups: dict[str, Statistic] = {}
+        self._batches: dict[str, int] = {}
+        self._last = time.time()
+
+    # -- files -------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create the folder; on rank 0, remove caches of runs with other keys."""
+        root = self.directory.parent
+        if self.dist.is_main and root.is_dir():
+            for child in root.iterdir():
+                if child.name != self.directory.name:
+                    log.info("removing cache of a run with other arguments: %s", child)
+                    shutil.rmtree(child, ignore_errors=True)
+        self.dist.barrier()
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> bool:
+        """Read this process's checkpoint; False when there is none with this key (start afresh)."""
+        self.saved = {}
+        if not self.path.is_file():
+            return False
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged file means: start again
+            log.warning("ignoring unreadable checkpoint %s (%s)", self.path, exc)
+            return False
+        if not isinstance(state, dict) or state.get("key") != self.key:
+            return False
+        self.saved = state
+        self.extra = dict(state.get("extra", {}))
+        return True
+
+    def reset(self) -> None:
+        """Forget what was loaded: the run starts afresh."""
+        self.saved, self.extra = {}, {}
+        self._groups, self._batches = {}, {}
+
+    # -- passes ------------------------------------------------------------------
+    def restore(self, name: str, group: Statistic) -> int:
+        """Load pass ``name``'s saved state into ``group``; returns its batches done (0, or :data:`DONE`)."""
+        self._groups[name] = group
+        passes = self.saved.get("passes", {})
+        if name not in passes:
+            self._batches[name] = 0
+            return 0
+        group.load_state_dict(passes[name]["group"])
+        self._batches[name] = int(passes[name]["batches"])
+        return self._batches[name]
+
+    def progress(self, name: str) -> int | None:
+        """Saved batches done of pass ``name`` (:data:`DONE` when finished), None when never saved."""
+        passes = self.saved.get("passes", {})
+        return int(passes[name]["batches"]) if name in passes else None
+
+    def record(self, name: str, group: Statistic, batches: int) -> None:
+        """Note pass ``name``'s progress (written by the next :meth:`save`)."""
+        self._groups[name] = group
+        self._batches[name] = int(batches)
+
+    def tick(self, name: str, batches: int, before_save=None) -> None:
+        """Record progress and save when ``interval`` seconds have passed since the last save."""
+        self._batches[name] = int(batches)
+        if time.time() - self._last >= self.interval:
+            if before_save is not None:
+                before_save()
+            self.save()
+
+    def save(self) -> None:
+        """Write every recorded pass atomically."""
+        state = {
+            "key": self.key,
+            "world": self.dist.world,
+            "extra": self.extra,
+            "passes": {name: {"batches": self._batches[name], "group": group.state_dict()}
+                       for name, group in self._groups.items()},
+        }
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+        self.saved = state
+        self._last = time.time()

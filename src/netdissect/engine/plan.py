@@ -1,0 +1,70 @@
+"""Planning a run before its first batch: layer shapes, the run's key, where pass 2 reads activations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..hooks import Trace
+from .cache import cache_fits
+
+
+def probe_layers(module: nn.Module, x: Any, layers: list[str]) -> dict[str, tuple[int, tuple[int, int]]]:
+    """Each layer's (units, (h, w)) from one full forward pass of ``x``.
+
+    The whole network runs, so a layer that fires twice is caught here,
+    before any data is read.
+
+    Raises
+    ------
+    CaptureError
+        A layer ran twice or did not run.
+    LayerError
+        A layer's output has no grid.
+    """
+    with Trace(module, layers) as trace:
+        acts = trace.run(x, stop_early=False)
+    return {name: (int(acts[name].shape[1]), (int(acts[name].shape[2]), int(acts[name].shape[3])))
+            for name in layers}
+
+
+def run_key(identity: dict[str, Any]) -> str:
+    """sha256 (hex) of the identity's canonical JSON."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def use_disk_cache(mode: str, bytes_needed: int, directory, limit_gb: float, *, labels_from_output: bool) -> bool:
+    """Whether pass 2 reads a disk cache (True) or runs the model again (False).
+
+    ``mode`` is "disk", "recompute" or "auto" (the cache when it fits under
+    ``limit_gb`` and half the free disk).  A source whose labels come from the
+    model's output (a generator) must run the model anyway: never a cache.
+    """
+    if labels_from_output or mode == "recompute":
+        return False
+    if mode == "disk":
+        return True
+    return cache_fits(bytes_needed, directory, limit_gb)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape results."""
+    import numpy
+    import pandas
+
+    from .. import __version__
+
+    out = {"netdissect": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "numpy": numpy.__version__, "pandas": pandas.__version__, "platform": platform.platform()}
+    try:
+        import torchvision
+
+        out["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    return out

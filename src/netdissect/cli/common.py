@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
 
 def size_pair(text: str) -> tuple[int, int]:
     """'224' or '224x160' -> (H, W)."""
@@ -21,7 +19,10 @@ def size_pair(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def print_table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
+def print_table(frame, floatfmt: str = "{:.3f}") -> None:
+    """Print a DataFrame left-aligned, floats with ``floatfmt``."""
+    import pandas as pd
+
     text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     formatters = {c: (lambda w: (lambda v: f"{v:<{w}}"))(int(frame[c].astype(str).str.len().max() or 1))
                   for c in text_columns}
@@ -29,7 +30,7 @@ def print_table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
                           justify="left"))
 
 
-def best_units_table(result, per_layer: int = 5) -> pd.DataFrame:
+def best_units_table(result, per_layer: int = 5):
     """The top units of each layer by IoU, for printing."""
     labels = result.labels
     rows = labels.sort_values(["layer", "iou"], ascending=[True, False]).groupby("layer", sort=False).head(per_layer)
@@ -40,6 +41,8 @@ def best_units_table(result, per_layer: int = 5) -> pd.DataFrame:
 
 def print_summary(result) -> None:
     """Detectors per layer and category, then the best units."""
+    import pandas as pd
+
     rows = []
     for layer, info in result.summary["layers"].items():
         uniq = info["unique_detectors"]["per-category"]["unique"]

@@ -91,3 +91,35 @@ def test_data_synthetic_writes_broden_folder(tmp_path):
     assert main(["data", "synthetic", str(tmp_path / "syn"), "--n", "6", "--format", "png"]) == 0
     ds = BrodenDataset(tmp_path / "syn")
     assert len(ds) == 6 and "sky" in ds.concepts.names()
+
+
+def test_report_after_the_data_folder_moved_warns_and_takes_data_from_elsewhere(tmp_path):
+    from helpers import square_concepts
+
+    from netdissect.data.broden import write_broden
+
+    data = write_broden(square_concepts(n=6, size=32), tmp_path / "broden")
+    run_dir = tmp_path / "run"
+    done = cli("dissect", "--model", "torchvision:resnet18", "--layers", "layer1", "--data", str(data),
+               "--out", str(run_dir), "--batch-size", "6", "--workers", "0", "--no-progress", "--no-report")
+    assert done.returncode == 0, done.stderr
+    moved = data.rename(tmp_path / "moved")
+    report = run_dir / "report"
+
+    plain = cli("report", str(run_dir), "--no-progress")
+    assert plain.returncode == 0, plain.stderr
+    assert "without images" in plain.stderr and str(data) in plain.stderr  # says why, naming the folder
+    assert "--data DIR" in plain.stderr and "Traceback" not in plain.stderr
+    assert (report / "index.html").is_file() and not (report / "strips").exists()
+
+    again = cli("report", str(run_dir), "--no-progress", "--data", str(moved))
+    assert again.returncode == 0, again.stderr
+    assert "without images" not in again.stderr
+    strips = list(report.glob("strips/*/u0001.jpg"))
+    assert len(strips) == 1 and strips[0].stat().st_size > 0
+    assert "Images unavailable" not in (report / "index.html").read_text()
+
+    wrong = cli("report", str(run_dir), "--no-progress", "--data", str(tmp_path / "nowhere"))
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert str(tmp_path / "nowhere") in wrong.stderr
+    assert len(list(report.glob("strips/*/u0001.jpg"))) == 1  # the good report is left as it was

@@ -19,8 +19,10 @@ JPEG header per unit instead of ten, no canvas work in the browser, and
 Images come from the data set the run names in ``config.json`` (or one passed
 in); each top image is matched by its image id (``images.csv``), so a data set
 that was re-indexed (e.g. a Broden split) still finds its images.  When the
-data set cannot be opened, :class:`ImageSource` says why and the report is
-built without images.
+data set cannot be opened, :class:`ImageSource` says why (``reason``, also
+logged as a warning, which the command line prints on stderr) and the report
+is built without images; ``netdissect report RUN --data DIR`` takes the
+images from a data set that has moved.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class ImageSource:
         self.dataset: ConceptDataset | None = None
         self.reason = ""
         self.index_of: dict[int, int] = {}
+        where = "the data set given" if dataset is not None else f"the data set {spec!r}"
         try:
             if dataset is None and source_info and source_info.get("kind", "concepts") != "concepts":
                 from ..engine.sources import open_source
@@ -106,8 +109,10 @@ class ImageSource:
             if ds is None:
                 raise ValueError("the run names no data set")
         except Exception as exc:  # any failure means: no images, and say why
-            self.reason = (f"the data set {spec!r} could not be opened ({exc}); from Python, "
-                           "write_report(run_dir, dataset=...) takes the data set object itself")
+            self.reason = (f"the data set {spec!r} could not be opened ({exc}); take the images from where the "
+                           "data is now with `netdissect report RUN --data DIR`, or from Python "
+                           "write_report(run_dir, dataset=...), which takes the data set object itself")
+            log.warning("report without images: %s", self.reason)
             return
         n = len(ds)
         lookup: dict[str, int] | None = None
@@ -133,11 +138,13 @@ class ImageSource:
             else:
                 self.index_of[i] = j
         if image_ids and not self.index_of:
-            self.reason = (f"none of the run's {len(image_ids)} top images is in the data set {spec!r} "
+            self.reason = (f"none of the run's {len(image_ids)} top images is in {where} "
                            "(its image ids do not match images.csv)")
+            log.warning("report without images: %s", self.reason)
             return
         if missing:
-            self.reason = f"{missing} of the run's {len(image_ids)} top images are not in the data set {spec!r}"
+            self.reason = f"{missing} of the run's {len(image_ids)} top images are not in {where}"
+            log.warning("report: %s", self.reason)
         self.dataset = ds
 
     @classmethod

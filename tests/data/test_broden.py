@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -11,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from netdissect.data import Concept, ConceptDataset, ConceptTable, Sample, open_dataset
+from netdissect.data import Concept, ConceptDataset, ConceptTable, Sample, filehash, open_dataset
 from netdissect.data.broden import BrodenDataset, write_broden
-from netdissect.data.imageio import read_label_png, read_rgb, write_label_png
+from netdissect.data.imageio import encode_label_rgb, read_label_png, read_rgb, write_label_png
 from netdissect.data.memory import ArrayConcepts
 from netdissect.data.synthetic import SyntheticConcepts
 from netdissect.errors import ConfigError, DatasetError
@@ -217,6 +219,105 @@ def test_fingerprint_follows_content(copy):
     rows[1][5] = "synonym"
     write_rows(copy / "label.csv", rows)
     assert BrodenDataset(copy).fingerprint() != after
+
+
+def uncompressed_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 PNG without compression: its byte size depends on H and W only."""
+    Image.fromarray(rgb, "RGB").save(path, format="PNG", compress_level=0)
+
+
+def relabel_in_place(path: Path, labels: np.ndarray) -> None:
+    """Rewrite a label PNG with other labels, keeping its byte size and its modification time."""
+    st = path.stat()
+    uncompressed_png(path, encode_label_rgb(labels))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def swap_codes(labels: np.ndarray) -> np.ndarray:
+    """The two most frequent nonzero codes of a label map exchanged (relabelled classes)."""
+    codes, counts = np.unique(labels[labels > 0], return_counts=True)
+    a, b = codes[np.argsort(-counts)[:2]]
+    out = labels.copy()
+    out[labels == a], out[labels == b] = b, a
+    return out
+
+
+def test_fingerprint_follows_content_of_the_same_size_and_time(copy):
+    """Relabelled classes written in place (same bytes count, mtime kept) must not serve old results."""
+    png = copy / "images" / index_cell(copy, 0, "object")
+    labels = read_label_png(png)
+    image = copy / "images" / index_cell(copy, 1, "image")
+    pixels = np.asarray(Image.open(image).convert("RGB"))
+    uncompressed_png(png, encode_label_rgb(labels))  # same content, uncompressed: the "before" state
+    uncompressed_png(image, pixels)
+    before = BrodenDataset(copy).fingerprint()
+    assert BrodenDataset(copy).fingerprint() == before
+    relabel_in_place(png, swap_codes(labels))
+    assert not np.array_equal(BrodenDataset(copy).load_labels(0).pixel_labels[1], labels)  # it was relabelled
+    relabelled = BrodenDataset(copy).fingerprint()
+    assert relabelled != before
+    # An image changed the same way changes it too.
+    st = image.stat()
+    uncompressed_png(image, 255 - pixels)
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert image.stat().st_size == st.st_size
+    assert BrodenDataset(copy).fingerprint() not in (relabelled, before)
+    # Back to the first labels and image: back to the first fingerprint (content, not history).
+    relabel_in_place(png, labels)
+    uncompressed_png(image, pixels)
+    assert BrodenDataset(copy).fingerprint() == before
+
+
+def test_fingerprint_digests_are_cached_and_checked(copy, tmp_path, monkeypatch):
+    monkeypatch.setattr(filehash, "RACY_SECONDS", 0.0)  # files written a moment ago may be cached too
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    b = BrodenDataset(copy)
+    first = b.fingerprint()
+    sidecar = copy / filehash.SIDECAR
+    cached = json.loads(sidecar.read_text())["files"]
+    referenced = {e for i in range(N) for e in [b.image_id(i)] + [x for c in b.entries(i).values() for x in c
+                                                                  if isinstance(x, str)]}
+    assert set(cached) == referenced and len(referenced) > N
+    # A second open trusts a digest whose file has the same size, times, inode and device ...
+    name = b.image_id(2)
+    tampered = json.loads(sidecar.read_text())
+    tampered["files"][name][-1] = "0" * 32
+    sidecar.write_text(json.dumps(tampered))
+    assert BrodenDataset(copy).fingerprint() != first  # (proof that the cached digest was used)
+    # ... and hashes the file again once any of them changed, even to the same content and mtime.
+    st = (copy / "images" / name).stat()
+    (copy / "images" / name).write_bytes((copy / "images" / name).read_bytes())
+    os.utime(copy / "images" / name, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert BrodenDataset(copy).fingerprint() == first
+    # A corrupt sidecar is ignored; an unwritable one falls back to ~/.cache/netdissect/digests.
+    sidecar.write_text("{not json")
+    assert BrodenDataset(copy).fingerprint() == first
+    sidecar.unlink()
+    sidecar.mkdir()  # cannot be replaced by a file
+    assert BrodenDataset(copy).fingerprint() == first
+    fallback = list((tmp_path / "home" / ".cache" / "netdissect" / "digests").glob("*.json"))
+    assert len(fallback) == 1 and set(json.loads(fallback[0].read_text())["files"]) == referenced
+    fallback[0].write_text(fallback[0].read_text().replace(cached[name][-1], "1" * 32))
+    assert BrodenDataset(copy).fingerprint() != first  # the fallback is read too
+
+
+def test_fingerprint_does_not_cache_files_changed_a_moment_ago(copy):
+    """A file changed within the timestamp resolution could change again unseen: its digest is not kept."""
+    png = copy / "images" / index_cell(copy, 0, "object")
+    uncompressed_png(png, encode_label_rgb(swap_codes(read_label_png(png))))  # changed now
+    BrodenDataset(copy).fingerprint()
+    sidecar = copy / filehash.SIDECAR
+    cached = json.loads(sidecar.read_text())["files"] if sidecar.exists() else {}
+    assert index_cell(copy, 0, "object") not in cached
+
+
+def test_fingerprint_names_a_missing_file(copy):
+    name = index_cell(copy, 3, "object")
+    (copy / "images" / name).unlink()
+    with pytest.raises(DatasetError, match=rf"{re.escape(str(copy.resolve() / 'images' / name))} does not exist "
+                                           rf"\(referenced by index\.csv line 5\)"):
+        BrodenDataset(copy).fingerprint()
 
 
 def test_split_filter(copy):

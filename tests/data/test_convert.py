@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from netdissect.data.convert import (
     merge_broden,
     read_class_list,
 )
+from netdissect.data.imageio import encode_label_rgb, read_label_png
 from netdissect.errors import ConfigError, DatasetError
 from netdissect.models import Preprocess
 
@@ -67,7 +69,6 @@ def names_of(ds, numbers: np.ndarray) -> np.ndarray:
 
 def layers_by_category(ds: BrodenDataset, index: int) -> dict[str, list[np.ndarray]]:
     """The label PNGs of one image, read per index.csv column."""
-    from netdissect.data.imageio import read_label_png
 
     out: dict[str, list[np.ndarray]] = {}
     for cat, entries in ds.entries(index).items():
@@ -461,6 +462,41 @@ def test_ade20k_classes_levels_and_names(tmp_path):
     from netdissect.data.broden import check_broden
 
     assert check_broden(out) == []
+
+
+def test_converted_folder_fingerprint_follows_relabelled_classes(tmp_path):
+    """Classes relabelled in place in a converted folder (same byte size, same mtime) change its fingerprint."""
+    classes = make_segmentation(tmp_path / "src", splits=("train",), sizes=((16, 16),), values=(1, 2))
+    out = convert_segmentation(tmp_path / "src", tmp_path / "out", classes=classes, size=16, image_format="png")
+    ds = BrodenDataset(out)
+    png = out / "images" / ds.entries(0)["object"][0]
+    before_labels = read_label_png(png)
+    assert set(np.unique(before_labels)) == {ds.concepts.by_name("sky").number, ds.concepts.by_name("road").number}
+
+    def write_in_place(labels):
+        st = png.stat()
+        Image.fromarray(encode_label_rgb(labels), "RGB").save(png, format="PNG", compress_level=0)
+        os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return st.st_size
+
+    write_in_place(before_labels)
+    before = BrodenDataset(out).fingerprint()
+    sky, road = ds.concepts.by_name("sky").number, ds.concepts.by_name("road").number
+    swapped = np.where(before_labels == sky, road, sky)
+    size = write_in_place(swapped)
+    assert png.stat().st_size == size
+    assert BrodenDataset(out).fingerprint() != before
+    write_in_place(before_labels)
+    assert BrodenDataset(out).fingerprint() == before
+
+
+def test_source_fingerprint_follows_label_maps(tmp_path):
+    classes = make_segmentation(tmp_path / "src", splits=("train",), values=(1, 2))
+    before = SegmentationFolders(tmp_path / "src", classes, size=16).fingerprint()
+    label = tmp_path / "src" / "train" / "labels" / "im0.png"
+    values = np.asarray(Image.open(label))
+    Image.fromarray((3 - values).astype(np.uint8), "L").save(label)  # sky <-> road
+    assert SegmentationFolders(tmp_path / "src", classes, size=16).fingerprint() != before
 
 
 # -- options shared by the converters ------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import DatasetError
+from ..filehash import SIDECAR, UnreadableFileError, file_digests
 from ..imageio import MAX_LABEL, read_label_png, read_rgb
 from ..protocol import Concept, ConceptTable, Sample
 
@@ -410,9 +411,18 @@ class BrodenDataset:
         return Sample(image=None, pixel_labels=pixel, image_labels=np.array(image_labels, dtype=np.int64))
 
     def fingerprint(self) -> str:
-        """sha256 over the CSV files, the split, and the name and byte size of every referenced file."""
+        """sha256 over the CSV files, the split, and the name and content of every referenced file.
+
+        File contents are hashed in threads, and their digests kept in a
+        sidecar file (``.netdissect-digests.json`` in the folder, see
+        :mod:`netdissect.data.filehash`) keyed by each file's size, times,
+        inode and device, so that a second open reads no file again but
+        any change of content, also at the same size and modification time,
+        changes the fingerprint.  Raises DatasetError naming a missing or
+        unreadable file and the index.csv line that references it.
+        """
         if self._fingerprint is None:
-            h = hashlib.sha256(b"netdissect-broden-1\n")
+            h = hashlib.sha256(b"netdissect-broden-2\n")
             names = list(REQUIRED_FILES) + [f"c_{c}.csv" for c in self.concepts.categories]
             for name in names:
                 p = self.root / name
@@ -421,16 +431,16 @@ class BrodenDataset:
                     h.update(p.read_bytes())
             h.update(f"split={self.split!r}\n".encode())
             images = self.root / "images"
-            for row in self._rows:
-                files = [row.image] + [e for cell in row.cells for e in cell if isinstance(e, str)]
-                for rel in files:
-                    try:
-                        size = (images / rel).stat().st_size
-                    except OSError:
-                        raise DatasetError(
-                            f"{images / rel} does not exist (referenced by index.csv line {row.line})"
-                        ) from None
-                    h.update(f"{rel}\0{size}\n".encode())
+            files = [[row.image] + [e for cell in row.cells for e in cell if isinstance(e, str)] for row in self._rows]
+            try:
+                digests = file_digests(images, [f for fs in files for f in fs], sidecar=self.root / SIDECAR)
+            except UnreadableFileError as e:
+                line = next(row.line for row, fs in zip(self._rows, files) if e.name in fs)
+                what = "does not exist" if e.missing else f"cannot be read: {e.error.strerror or e.error}"
+                raise DatasetError(f"{images / e.name} {what} (referenced by index.csv line {line})") from None
+            for fs in files:
+                for rel in fs:
+                    h.update(f"{rel}\0{digests[rel]}\n".encode())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from netdissect.cli import main
 from netdissect.data import Concept, ConceptDataset, ConceptTable, Sample, filehash, open_dataset
 from netdissect.data.broden import BrodenDataset, write_broden
 from netdissect.data.imageio import encode_label_rgb, read_label_png, read_rgb, write_label_png
@@ -611,6 +612,27 @@ def test_index_columns_of_categories_not_in_category_csv_are_ignored(three_categ
     b = BrodenDataset(root)
     assert np.array_equal(b[1].image_labels, source[1].image_labels)
     assert re.search(r"column 'scene' holds entries in 1 row\(s\) \(first: line 3\)", b.notes[0])
+
+
+def test_image_listed_twice_is_refused_in_every_split(copy, tmp_path, capsys):
+    """dissect would count a repeated row twice: the reader refuses, naming the rows (also across splits)."""
+    rows = read_rows(copy / "index.csv")
+    rows.append(list(rows[3]))
+    rows[-1][1] = "val"  # the same image again, in another split
+    write_rows(copy / "index.csv", rows)
+    message = (f"{copy.resolve() / 'index.csv'} lists 1 image more than once, and each listing would be counted: "
+               f"{rows[3][0]} on lines 4, {N + 2}; list each image once")
+    for split in (None, "train", "val"):
+        with pytest.raises(DatasetError) as e:
+            BrodenDataset(copy, split=split)
+        assert str(e.value) == message
+    with pytest.raises(DatasetError, match="more than once"):
+        open_dataset(str(copy))
+    assert main(["dissect", "--model", "efficientnet_lite0_random", "--layers", "blocks.5", "--data", str(copy),
+                 "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "summary.json").exists()
 
 
 def test_index_short_row(copy):

@@ -15,6 +15,7 @@ from netdissect.cli import main
 from netdissect.data.broden import BrodenDataset, check_broden, data_info, write_broden
 from netdissect.data.imageio import read_label_png, write_label_png
 from netdissect.data.synthetic import SyntheticConcepts
+from netdissect.errors import DatasetError
 
 N = 10
 
@@ -165,14 +166,23 @@ def test_c_file_and_label_csv_disagree(copy):
     ]
 
 
-def test_duplicate_rows(copy):
+def test_duplicate_rows(copy, capsys):
+    """An image listed twice would be counted twice by dissect: check and the reader give the same one error."""
     index = rows(copy / "index.csv")
-    index.append(index[1])
+    index.append(index[1])  # line N + 2 repeats line 2
+    index.append(["./" + index[4][0]] + index[4][1:])  # the same file, written differently
     write_rows(copy / "index.csv", index)
     problems = check_broden(copy)
-    assert [str(p) for p in problems] == [
-        f"[structure] index.csv line {N + 2}: image {index[1][0]} is already listed on line 2"
-    ]
+    assert len(problems) == 1 and problems[0].kind == "structure"
+    with pytest.raises(DatasetError) as e:
+        BrodenDataset(copy)
+    assert problems[0].message == str(e.value)
+    assert str(e.value) == (
+        f"{copy.resolve() / 'index.csv'} lists 2 images more than once, and each listing would be counted: "
+        f"{index[1][0]} on lines 2, {N + 2}; {index[4][0]} on lines 5, {N + 3}; list each image once"
+    )
+    assert main(["data", "check", str(copy)]) == 1
+    assert f"{index[1][0]} on lines 2, {N + 2}" in capsys.readouterr().out
 
 
 def with_columns(root: Path, columns: list[str]) -> None:

@@ -329,7 +329,8 @@ def check_broden(root: "str | os.PathLike[str]", *, workers: int = 4, progress: 
     label.csv; every label is found only in the columns of categories
     label.csv lists for it, and every concept is listed in its primary
     category; index.csv columns of categories that category.csv does not
-    list (ignored, see :class:`BrodenDataset`) are empty.  An image-level
+    list (ignored, see :class:`BrodenDataset`) are empty; no image is listed
+    twice (a structural error, as for :class:`BrodenDataset`).  An image-level
     ``0`` is "no label", not an unknown label.  A structural error that
     stops the folder from opening at all is returned alone.  Notes that are
     not problems are in ``BrodenDataset(root).notes``.
@@ -346,14 +347,6 @@ def check_broden(root: "str | os.PathLike[str]", *, workers: int = 4, progress: 
     known = np.zeros(ds.concepts.max_number + 2, dtype=bool)
     known[0] = True
     known[ds.concepts.numbers()] = True
-    seen: dict[str, int] = {}
-    for i in range(len(ds)):
-        img = ds.image_id(i)
-        if img in seen:
-            problems.append(Problem("structure", f"index.csv line {ds.index_line(i)}: image {img} is already listed "
-                                                 f"on line {seen[img]}"))
-        else:
-            seen[img] = ds.index_line(i)
     misplaced: dict[tuple[int, str], list] = {}
     for row_problems, row_misplaced in _map(lambda i: _check_row(ds, i, known, listed), range(len(ds)),
                                             workers, progress, "checking"):

@@ -12,7 +12,7 @@ import io
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import numpy as np
@@ -122,6 +122,10 @@ class BrodenDataset:
     those categories): ``ignored_columns`` names them, ``ignored_entries``
     gives the lines whose cells there are not empty, and ``notes`` says so
     in words.
+
+    An image listed on several rows of ``index.csv`` (in any splits) is
+    refused with a DatasetError naming the rows: it would be counted once
+    per row.
 
     Opening reads the CSV files and checks their structure; image files and
     label PNGs are read (and their label codes checked) only when a sample is
@@ -262,12 +266,14 @@ class BrodenDataset:
         first_line = 0
         self._rows: list[_Row] = []
         all_splits: list[str] = []
+        listed: dict[PurePosixPath, list[tuple[int, str]]] = {}  # image file -> (line, as written) of its rows
         for line, row in rows:
             image = row["image"].strip()
             if not image:
                 raise DatasetError(f"{path} line {line}: empty 'image' column")
             if Path(image).is_absolute() or ".." in Path(image).parts:
                 raise DatasetError(f"{path} line {line}: image {image!r} must be a relative path under images/")
+            listed.setdefault(PurePosixPath(image), []).append((line, image))
             size = tuple(int_field(path, line, c, row[c], 1) for c in ("ih", "iw", "sh", "sw"))
             if sizes is None:
                 sizes, first_line = size, line
@@ -289,6 +295,16 @@ class BrodenDataset:
             self._rows.append(_Row(line, image, split, cells))
         if sizes is None:
             raise DatasetError(f"{path} lists no images")
+        repeated = [rows for rows in listed.values() if len(rows) > 1]
+        if repeated:
+            # A repeated row would be counted once per listing: refused in every split (check_broden says the same).
+            shown = "; ".join(f"{rows[0][1]} on lines {', '.join(str(line) for line, _ in rows)}"
+                              for rows in repeated[:10])
+            more = f"; ... ({len(repeated) - 10} more)" if len(repeated) > 10 else ""
+            raise DatasetError(
+                f"{path} lists {len(repeated)} image{'s' if len(repeated) > 1 else ''} more than once, and each "
+                f"listing would be counted: {shown}{more}; list each image once"
+            )
         if not self._rows:
             raise DatasetError(
                 f"{path} has no images in split {self.split!r}; its splits are {', '.join(map(repr, all_splits))}"

@@ -502,6 +502,20 @@ def test_source_fingerprint_follows_label_maps(tmp_path):
 # -- options shared by the converters ------------------------------------------------------------------
 
 
+def test_any_size_converts_and_the_help_says_so(tmp_path, capsys):
+    classes = make_segmentation(tmp_path / "src", splits=("train",), values=(0, 1, 2, 3))
+    assert main(["data", "convert", "segmentation", str(tmp_path / "src"), str(tmp_path / "out"), "--classes",
+                 str(classes), "--size", "41", "--format", "png"]) == 0
+    ds = BrodenDataset(tmp_path / "out")
+    assert ds.image_size == (41, 41) and ds.label_size == (20, 20) and ds[0].image.shape == (41, 41, 3)
+    capsys.readouterr()
+    for kind in ("segmentation", "ade20k", "folders"):
+        with pytest.raises(SystemExit):
+            main(["data", "convert", kind, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "224 or 227" not in text and "--size SIZE image side in pixels, any size from 2" in text
+
+
 def test_parallel_writing_gives_identical_output(tmp_path):
     classes = make_segmentation(tmp_path / "src")
     a = convert_segmentation(tmp_path / "src", tmp_path / "a", classes=classes, size=16, ignore_values=[255])

@@ -241,6 +241,28 @@ def test_http_errors_and_unknown_names(server, tmp_path):
         download_dataset("../x", tmp_path, url=server.url("/x.zip"))
 
 
+def test_failed_download_of_a_known_data_set_suggests_a_mirror(server, broden_zip, tmp_path, monkeypatch):
+    data, _ = broden_zip
+    monkeypatch.setitem(KNOWN_DATASETS, "broden1_224", KnownDataset(
+        "broden1_224", server.url("/gone/broden1_224.zip"), "test"))
+    with pytest.raises(DownloadError, match=r"failed: HTTP 404.*; the server may be down or moved: download from a "
+                                            r"mirror with `netdissect data download broden1_224 --url URL`"):
+        download_dataset("broden1_224", tmp_path, progress=False)
+    # An unreachable server (connection refused) too, and through the command line.
+    closed = Server()
+    url = closed.url("/broden1_224.zip")
+    closed.close()
+    monkeypatch.setitem(KNOWN_DATASETS, "broden1_224", KnownDataset("broden1_224", url, "test"))
+    with pytest.raises(DownloadError, match=r"failed: .*--url URL"):
+        download_dataset("broden1_224", tmp_path, progress=False, retries=0)
+    # The mirror then works; with --url given, a failure does not suggest --url again.
+    server.files["/mirror.zip"] = data
+    with pytest.raises(DownloadError) as e:
+        download_dataset("broden1_224", tmp_path, url=server.url("/nothing.zip"), progress=False)
+    assert "--url" not in str(e.value)
+    assert download_dataset("broden1_224", tmp_path, url=server.url("/mirror.zip"), progress=False).is_dir()
+
+
 def test_existing_foreign_folder_is_not_overwritten(server, tmp_path):
     (tmp_path / "mine").mkdir()
     with pytest.raises(DownloadError, match=rf"{tmp_path / 'mine'} exists but is not a completed download"):

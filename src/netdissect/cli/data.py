@@ -83,7 +83,8 @@ def _add_download(data_sub) -> None:
 def _common_convert_args(p, size: bool = True) -> None:
     if size:
         p.add_argument("--size", type=int, default=224,
-                       help="image side (224 or 227; labels are half of it, rounded down; default 224)")
+                       help="image side in pixels, any size from 2 (Broden's are 224 and 227); labels are half "
+                            "of it, rounded down (default 224)")
         p.add_argument("--fit", choices=["stretch", "crop"], default="stretch",
                        help="stretch: resize the whole image to a square, no cropping (default); "
                             "crop: keep the centred square")

@@ -55,6 +55,10 @@ class CorruptArchiveError(DownloadError):
     """A zip archive is truncated or corrupt (downloading it again may help)."""
 
 
+class TransferError(DownloadError):
+    """The server could not be reached, refused the file, or the transfer broke off (a mirror may help)."""
+
+
 @dataclass(frozen=True)
 class KnownDataset:
     """A downloadable data set: where it is and what it should hash to (None: unknown)."""
@@ -165,7 +169,7 @@ def _transfer(url: str, part: Path, *, timeout: float, progress: bool, expected_
                 return have
             part.unlink()  # inconsistent: start over
             return _transfer(url, part, timeout=timeout, progress=progress, expected_size=expected_size)
-        raise DownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
+        raise TransferError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
     with response:
         status = getattr(response, "status", 200)
         length = response.headers.get("Content-Length")
@@ -278,11 +282,11 @@ def download_file(
                 continue
             reason = getattr(e, "reason", None) or e.__class__.__name__
             if have:
-                raise DownloadError(
+                raise TransferError(
                     f"download of {url} was interrupted after {have} bytes ({reason}); the partial file {part} is "
                     f"kept: run the same command again to resume"
                 ) from None
-            raise DownloadError(f"download of {url} failed: {reason}") from None
+            raise TransferError(f"download of {url} failed: {reason}") from None
     _verify(part, url, size, sha256, md5)
     os.replace(part, dest)
     return dest
@@ -420,7 +424,8 @@ def download_dataset(
     are used), or any folder name together with ``url``.  ``url`` replaces
     the known URL (a mirror; the known checksums still apply); ``sha256`` /
     ``md5`` add or replace checksums.  ``dest`` defaults to
-    :func:`data_root`.  A completed download is returned at once.  The zip
+    :func:`data_root`.  When the known URL fails (:class:`TransferError`),
+    the message suggests a mirror through ``url``.  A completed download is returned at once.  The zip
     is deleted after extraction unless ``keep_zip``.
     """
     if not name or any(c in name for c in "/\\") or name in (".", ".."):
@@ -445,7 +450,14 @@ def download_dataset(
     md = md5 or (known.md5 if known else None)
     base.mkdir(parents=True, exist_ok=True)
     archive = base / f"{name}.zip"
-    download_file(source, archive, sha256=sha, md5=md, size=size, retries=retries, timeout=timeout, progress=progress)
+    try:
+        download_file(source, archive, sha256=sha, md5=md, size=size, retries=retries, timeout=timeout,
+                      progress=progress)
+    except TransferError as e:
+        if url is not None:
+            raise
+        raise TransferError(f"{e}; the server may be down or moved: download from a mirror with "
+                            f"`netdissect data download {name} --url URL` (Python: url=URL)") from None
     try:
         extract_zip(archive, target, progress=progress, required_files=BRODEN_FILES,
                     marker={"name": name, "url": source, "sha256": file_digest(archive)})
@@ -464,6 +476,7 @@ __all__ = [
     "KNOWN_DATASETS",
     "KnownDataset",
     "MARKER",
+    "TransferError",
     "data_root",
     "download_dataset",
     "download_file",

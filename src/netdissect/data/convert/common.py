@@ -1,7 +1,8 @@
 """What every converter shares: resizing, label sampling, the converted data set base class.
 
 **Resizing** (the same for every converter).  Images are resized to
-``size`` x ``size`` (224 or 227) and labels to ``size // 2`` (112 or 113):
+``size`` x ``size`` (any size from 2; Broden's are 224 and 227) and labels
+to ``size // 2`` (112 and 113 for those):
 
 - ``fit="stretch"`` (default): the *whole* image is resized to a square,
   without cropping, so a non-square image is squeezed along its long side.

@@ -1,10 +1,27 @@
 """IoU labels (Bau et al. 2017, section 3; NetDissect-Lite's ``tally.csv``).
 
-A unit's label is its best concept within each category, ties going to the
-lower label number, then the best category; a unit is a detector when that
-IoU exceeds the cut-off (0.04).  :func:`is_detector` is the one place where
-the cut-off rule lives.  Unique detectors are counted under two conventions
-(:data:`CONVENTIONS`):
+A unit's label is its best concept within each category, then the best
+category; a unit is a detector when that IoU exceeds the cut-off (0.04).
+:func:`is_detector` is the one place where the cut-off rule lives.
+
+Ties are decided as NetDissect-Lite decides them (``ties="reference"``, the
+default; :data:`TIE_RULES`):
+
+- within a category, equal IoUs go to the **lowest label number** (also when
+  every IoU of the category is 0: its lowest-numbered concept, with IoU 0;
+  NetDissect-Lite, which takes the argmax over all labels with the other
+  categories' IoUs zeroed, writes label 0, ``-``, there);
+- between categories, equal best IoUs go to the **later category** in the
+  data set's category order (NetDissect-Lite sorts the per-category best
+  scores ascending and takes the last).  So a dead unit, IoU 0 everywhere, is
+  labelled in the last category;
+- ``tally.csv`` rows are sorted by descending score, equal scores in
+  **descending unit** order (NetDissect-Lite reverses an ascending sort).
+
+``ties="first"`` keeps this package's earlier rule: the earlier category, and
+equal scores in ascending unit order (within a category it is the same).
+
+Unique detectors are counted under two conventions (:data:`CONVENTIONS`):
 
 - ``per-category``: a unit counts in category g when its best g-label
   exceeds the cut-off (the CVPR 2017 tables);
@@ -20,12 +37,15 @@ import numpy as np
 import pandas as pd
 
 from ..data.protocol import ConceptTable
+from ..errors import ConfigError
 from .base import LayerResult
 
 #: the two conventions for counting unique detectors per category
 CONVENTIONS = ("per-category", "top-label")
 #: the default detector cut-off (Bau et al. 2017)
 IOU_THRESHOLD = 0.04
+#: how ties between categories and between rows are decided (see the module docstring)
+TIE_RULES = ("reference", "first")
 
 
 def is_detector(iou, threshold: float = IOU_THRESHOLD):
@@ -76,15 +96,36 @@ def best_per_category(iou: np.ndarray, concepts: ConceptTable) -> tuple[np.ndarr
     return labels, scores
 
 
-def tally_table(result: LayerResult, concepts: ConceptTable) -> pd.DataFrame:
+def _check_ties(ties: str) -> str:
+    if ties not in TIE_RULES:
+        raise ConfigError(f"ties={ties!r} is not a tie rule; allowed: {', '.join(map(repr, TIE_RULES))}")
+    return ties
+
+
+def best_category(scores: np.ndarray, ties: str = "reference") -> np.ndarray:
+    """Each unit's best category from its (U, G) per-category best IoUs.
+
+    ``ties="reference"``: equal scores go to the later category (NetDissect-Lite);
+    ``ties="first"``: to the earlier one.  Returns (U,) int64 category indices.
+    """
+    scores = np.asarray(scores)
+    if _check_ties(ties) == "first":
+        return np.argmax(scores, axis=1).astype(np.int64)
+    return (scores.shape[1] - 1 - np.argmax(scores[:, ::-1], axis=1)).astype(np.int64)
+
+
+def tally_table(result: LayerResult, concepts: ConceptTable, ties: str = "reference") -> pd.DataFrame:
     """The per-unit table in the original release's ``tally.csv`` format, sorted by score.
 
     Columns: ``unit`` (1-based), ``category``, ``label``, ``score``, then per
     category ``<cat>-label``, ``-truth``, ``-activation``, ``-intersect``,
-    ``-iou``.  Rows by descending score, ties by ascending unit.
+    ``-iou``.  Rows by descending score; equal scores by descending unit
+    (``ties="reference"``, as NetDissect-Lite) or ascending unit (``"first"``).
+    Ties between categories: see :func:`best_category`.
     """
+    _check_ties(ties)
     labels, scores = best_per_category(result.iou, concepts)
-    best_cat = np.argmax(scores, axis=1)  # ties: the earlier category
+    best_cat = best_category(scores, ties)
     names = concepts.names()
     rows = np.arange(result.units)
     data: dict[str, Any] = {
@@ -101,7 +142,7 @@ def tally_table(result: LayerResult, concepts: ConceptTable) -> pd.DataFrame:
         data[f"{cat}-intersect"] = result.intersect[rows, lab]
         data[f"{cat}-iou"] = scores[:, g]
     table = pd.DataFrame(data)
-    return table.sort_values(["score", "unit"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    return table.sort_values(["score", "unit"], ascending=[False, ties == "first"], kind="stable").reset_index(drop=True)
 
 
 def unique_detectors(table: pd.DataFrame, categories: tuple[str, ...], threshold: float) -> dict[str, dict[str, Any]]:
@@ -156,16 +197,23 @@ class IoULabeler:
     ----------
     threshold : float
         The detector cut-off.
+    ties : str
+        How ties are decided (:data:`TIE_RULES`): ``"reference"`` (the default)
+        as NetDissect-Lite, to the later category and equal-score rows in
+        descending unit order; ``"first"`` to the earlier category and
+        ascending unit order.  Within a category both take the lowest label
+        number.
     """
 
     method = "iou"
 
-    def __init__(self, threshold: float = IOU_THRESHOLD):
+    def __init__(self, threshold: float = IOU_THRESHOLD, ties: str = "reference"):
         self.threshold = float(threshold)
+        self.ties = _check_ties(ties)
 
     def label(self, result: LayerResult, concepts: ConceptTable) -> pd.DataFrame:
         """The :func:`tally_table` of the layer (columns ``unit``, ``label``, ``score``, ...)."""
-        return tally_table(result, concepts)
+        return tally_table(result, concepts, self.ties)
 
     def summary(self, result: LayerResult, table: pd.DataFrame, concepts: ConceptTable) -> dict[str, Any]:
         """See :func:`layer_summary`."""

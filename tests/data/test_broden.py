@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import netdissect
 from netdissect.cli import main
 from netdissect.data import Concept, ConceptDataset, ConceptTable, Sample, filehash, open_dataset
 from netdissect.data.broden import BrodenDataset, write_broden
@@ -614,7 +615,7 @@ def test_index_columns_of_categories_not_in_category_csv_are_ignored(three_categ
     assert re.search(r"column 'scene' holds entries in 1 row\(s\) \(first: line 3\)", b.notes[0])
 
 
-def test_image_listed_twice_is_refused_in_every_split(copy, tmp_path, capsys):
+def test_image_listed_twice_is_refused_in_every_split(copy, tmp_path, capsys, monkeypatch):
     """dissect would count a repeated row twice: the reader refuses, naming the rows (also across splits)."""
     rows = read_rows(copy / "index.csv")
     rows.append(list(rows[3]))
@@ -628,6 +629,9 @@ def test_image_listed_twice_is_refused_in_every_split(copy, tmp_path, capsys):
         assert str(e.value) == message
     with pytest.raises(DatasetError, match="more than once"):
         open_dataset(str(copy))
+    # (Importing the module netdissect.dissect rebinds the name netdissect.dissect to it, hiding the
+    # function from later tests; monkeypatch puts back what was there.)
+    monkeypatch.setattr(netdissect, "dissect", netdissect.dissect)
     assert main(["dissect", "--model", "efficientnet_lite0_random", "--layers", "blocks.5", "--data", str(copy),
                  "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]) == 2
     err = capsys.readouterr().err

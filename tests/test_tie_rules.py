@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import IDENTITY, square_concepts
 from torch import nn
 
 import netdissect
-from helpers import IDENTITY, square_concepts
 from netdissect.data.protocol import Concept, ConceptTable
 from netdissect.errors import ConfigError
 from netdissect.labeling import LayerResult

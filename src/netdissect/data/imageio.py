@@ -25,6 +25,9 @@ def _open(path: Path, what: str) -> Image.Image:
         im.load()
     except FileNotFoundError:
         raise DatasetError(f"{what} {path} does not exist") from None
+    except Image.DecompressionBombError as e:
+        raise DatasetError(f"{what} {path} is too large to decode safely ({e}); resize it, or raise "
+                           "PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DatasetError(f"{what} {path} cannot be read as an image: {e}") from None
     return im

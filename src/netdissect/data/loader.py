@@ -1,4 +1,10 @@
-"""Batches of images and labels from a concept data set, decoded in workers."""
+"""Batches of images and labels from a concept data set, decoded in workers.
+
+An error raised while loading a sample (an unreadable image, a wrong size,
+in a worker process or not) travels to the main process inside the batch and
+is raised there as itself, so the user sees its one-line message rather than
+DataLoader's re-wrapped traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .protocol import ConceptDataset
+from ..errors import DatasetError, NetDissectError
+from .protocol import ConceptDataset, Sample
 
 
 @dataclass
@@ -21,14 +28,23 @@ class Batch:
     images: torch.Tensor | None
     pixel_labels: torch.Tensor
     image_labels: torch.Tensor
+    error: NetDissectError | None = None
 
     def pin_memory(self) -> "Batch":
+        """A copy in pinned memory (for faster transfers to a GPU)."""
+        if self.error is not None:
+            return self
         return Batch(
             self.indices.pin_memory(),
             self.images.pin_memory() if self.images is not None else None,
             self.pixel_labels.pin_memory(),
             self.image_labels.pin_memory(),
         )
+
+    def raise_error(self) -> None:
+        """Raise the error met while loading this batch, if any (in the main process)."""
+        if self.error is not None:
+            raise self.error
 
 
 class _Indexed(Dataset):
@@ -40,12 +56,48 @@ class _Indexed(Dataset):
 
     def __getitem__(self, i: int):
         index = self.indices[i]
-        sample = self.dataset.load_labels(index) if self.labels_only else self.dataset[index]
+        try:
+            sample = self.dataset.load_labels(index) if self.labels_only else self.dataset[index]
+            check_sample(self.dataset, index, sample)
+        except NetDissectError as exc:  # raised again in the main process, as itself
+            return index, exc
         return index, sample
 
 
+def check_sample(dataset: ConceptDataset, index: int, sample: Sample) -> None:
+    """Check a sample against the data set's declared image and label sizes.
+
+    Raises
+    ------
+    DatasetError
+        Naming the image and the sizes, when they differ.
+    """
+    def name() -> str:
+        try:
+            return repr(dataset.image_id(index))
+        except Exception:  # the id itself may be what is broken
+            return f"number {index}"
+
+    ih, iw = dataset.image_size
+    if sample.image is not None and tuple(np.shape(sample.image)) != (ih, iw, 3):
+        raise DatasetError(f"image {name()} is {tuple(np.shape(sample.image))}, but the data set declares images of "
+                           f"({ih}, {iw}, 3) (H, W, RGB)")
+    labels = np.asarray(sample.pixel_labels)
+    if labels.ndim != 3 or (labels.shape[0] and tuple(labels.shape[1:]) != tuple(dataset.label_size)):
+        raise DatasetError(f"pixel labels of image {name()} have shape {labels.shape}, but the data set declares "
+                           f"(layers, {dataset.label_size[0]}, {dataset.label_size[1]})")
+    if np.asarray(sample.image_labels).ndim != 1:
+        raise DatasetError(f"image-level labels of image {name()} must be a 1-D list of label numbers, got shape "
+                           f"{np.shape(sample.image_labels)}")
+
+
 def collate(items) -> Batch:
+    """Stack samples into a :class:`Batch`, padding label layers and image-level labels with 0."""
     indices = torch.tensor([i for i, _ in items], dtype=torch.int64)
+    for _, s in items:
+        if isinstance(s, NetDissectError):
+            empty = torch.zeros(0, dtype=torch.int64)
+            return Batch(indices, None, empty, empty, error=s)
     samples = [s for _, s in items]
     images = None
     if samples[0].image is not None:

@@ -110,6 +110,7 @@ def _stored_batches(dataset: ConceptDataset, indices: range, batch_size: int, nu
     loader = load_batches(dataset, indices, batch_size=batch_size, num_workers=num_workers,
                           labels_only=not images, pin_memory=pin_memory)
     for b in loader:
+        b.raise_error()
         yield Batch(b.indices, b.images, b.pixel_labels, b.image_labels)
 
 

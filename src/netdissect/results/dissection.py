@@ -139,26 +139,38 @@ class DissectionData:
                               f"(it has: {', '.join(self.label_methods())})")
         return pd.read_csv(path, keep_default_na=False, dtype={"layer": str, "label": str})
 
+    def _load(self, layer: str, name: str) -> dict[str, np.ndarray] | np.ndarray:
+        """A layer's .npy array or .npz arrays, never unpickling (object arrays are refused)."""
+        path = self.layer_dir(layer) / name
+        try:
+            if name.endswith(".npz"):
+                with np.load(path, allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DatasetError(f"{path} is missing: the run directory {str(self.run_dir)!r} is incomplete") from None
+        except (ValueError, OSError, EOFError) as exc:  # object arrays, truncated or foreign files
+            raise DatasetError(f"{path} cannot be read as netdissect arrays ({str(exc).splitlines()[0]}); "
+                               "it holds pickled objects or is damaged: dissect again into a fresh --out") from None
+
     def iou(self, layer: str) -> pd.DataFrame:
         """Units x concepts IoU (index: 1-based unit, columns: concept names)."""
-        m = np.load(self.layer_dir(layer) / "iou.npy")
+        m = self._load(layer, "iou.npy")
         numbers = self.concepts.numbers()
         names = [self.concepts[n].name for n in numbers]
         return pd.DataFrame(m[:, numbers], index=pd.RangeIndex(1, m.shape[0] + 1, name="unit"), columns=names)
 
     def thresholds(self, layer: str) -> np.ndarray:
         """(U,) float64 per-unit activation thresholds."""
-        return np.load(self.layer_dir(layer) / "thresholds.npy")
+        return self._load(layer, "thresholds.npy")
 
     def counts(self, layer: str) -> dict[str, np.ndarray]:
         """The raw tallies: intersect, denominator_pixels, mask_pixels, truth."""
-        with np.load(self.layer_dir(layer) / "counts.npz") as z:
-            return {k: z[k] for k in z.files}
+        return self._load(layer, "counts.npz")
 
     def top_images(self, layer: str) -> dict[str, np.ndarray]:
         """indices (U, n), scores (U, n), maps (U, n, h, w) of each unit's top images."""
-        with np.load(self.layer_dir(layer) / "top_images.npz") as z:
-            return {k: z[k] for k in z.files}
+        return self._load(layer, "top_images.npz")
 
     @cached_property
     def image_ids(self) -> dict[int, str]:

@@ -237,7 +237,8 @@ class _Dissect:
         shapes = probe_layers(self.module, self.source.probe_input(self.device), self.layer_names)
         cache = ActivationCache(ckpt.directory, {n: (u, *g) for n, (u, g) in shapes.items()},
                                 prefix="acts" if self.dist.world == 1 else f"acts-r{self.dist.rank}")
-        use_disk = use_disk_cache(self.config.activation_cache, cache.total_bytes(len(self.dist.shard(self.n))),
+        shard = self.dist.shard(self.n, self.config.batch_size)
+        use_disk = use_disk_cache(self.config.activation_cache, cache.total_bytes(len(shard)),
                                   ckpt.directory, self.config.cache_limit_gb,
                                   labels_from_output=self.source.labels_from_output)
         engine = Engine(self.source, self.module, self.layer_names, device=self.device, checkpoint=ckpt,
@@ -273,7 +274,8 @@ class _Dissect:
 
     def _restore(self, ckpt: Checkpoint, engine: Engine, first: StatGroup, use_disk: bool) -> None:
         """Load the checkpoint, or start afresh when it does not match (other cache choice, short cache)."""
-        if not ckpt.load():
+        if not self.dist.all_true(ckpt.load()):  # ranks resume together or start afresh together
+            ckpt.reset()
             ckpt.extra["use_disk"] = use_disk
             return
         progress = ckpt.progress("thresholds")

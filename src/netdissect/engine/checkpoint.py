@@ -7,7 +7,8 @@ and drops it as stale.  One file per process (``state.pt``, or
 ``state-r<rank>-of-<world>.pt`` in a multi-process run) holds, for each pass,
 the batches done and the state of its statistic group, written atomically
 (temporary file, then rename), so the last good checkpoint survives a crash
-while writing.
+while writing.  A run resumes only with the number of processes that saved
+it (the shards would not match); with another number it starts afresh.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from ..stats.base import Statistic
 from .distributed import Dist
 
@@ -60,7 +62,20 @@ class Checkpoint:
 
     # -- files -------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the folder; on rank 0, remove caches of runs with other keys."""
+        """Create the folder; on rank 0, remove caches of runs with other keys.
+
+        Raises
+        ------
+        ConfigError
+            On every rank, when the ranks of a multi-process run disagree on
+            the key (other weights, data or options in some process).
+        """
+        keys = self.dist.gather(self.key)
+        if len(set(keys)) > 1:
+            raise ConfigError(
+                "the processes of this multi-process run were given different models, data or options (run keys "
+                + ", ".join(f"rank {r}: {k[:12]}" for r, k in enumerate(keys))
+                + "); give every rank the same ones (a randomly initialised model needs the same seed in every rank)")
         root = self.directory.parent
         if self.dist.is_main and root.is_dir():
             for child in root.iterdir():
@@ -74,6 +89,7 @@ class Checkpoint:
         """Read this process's checkpoint; False when there is none with this key (start afresh)."""
         self.saved = {}
         if not self.path.is_file():
+            self._note_other_worlds()
             return False
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -85,6 +101,16 @@ class Checkpoint:
         self.saved = state
         self.extra = dict(state.get("extra", {}))
         return True
+
+    def _note_other_worlds(self) -> None:
+        """Warn (on rank 0) when the folder holds state of this run saved with another number of processes."""
+        if not self.dist.is_main or not self.directory.is_dir():
+            return
+        others = sorted(p.name for p in self.directory.glob("state*.pt") if p.name != self.path.name)
+        if others:
+            log.warning("%s holds state saved by a run with another number of processes (%s); a run resumes "
+                        "only with the same number of processes, so this one (%d) starts afresh",
+                        self.directory, ", ".join(others), self.dist.world)
 
     def reset(self) -> None:
         """Forget what was loaded: the run starts afresh."""

@@ -29,7 +29,7 @@ from ..hooks import Trace
 from ..stats.base import Statistic
 from .cache import ActivationCache
 from .checkpoint import DONE, Checkpoint
-from .distributed import Dist
+from .distributed import Dist, RankFailed
 from .sources import Batch, Source
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Engine:
         self.checkpoint, self.cache = checkpoint, cache
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.dist, self.edit, self.progress = dist, dict(edit or {}), progress
-        self.shard = dist.shard(len(source))
+        self.shard = dist.shard(len(source), self.batch_size)  # whole batches: the same batches as one process
 
     @property
     def batch_count(self) -> int:
@@ -145,30 +145,37 @@ class Engine:
     def run(self, p: Pass) -> None:
         """Run pass ``p`` to the end (resuming from the checkpoint), then merge its group across processes.
 
+        In a multi-process run, a rank that stops inside the pass (interrupted
+        or failing) tells the others at the end of the pass; they save their
+        state and stop as well, so that no rank waits for it in the merge.
+
         Raises
         ------
         KeyboardInterrupt
-            After saving the state, when interrupted (Ctrl-C or SIGTERM).
+            After saving the state, when interrupted (Ctrl-C or SIGTERM), or
+            when another rank was.
+        RankFailed
+            After saving the state, when another rank failed inside the pass.
         """
         start = self.checkpoint.restore(p.name, p.group)
-        if start == DONE:
+        if self._done_somewhere(p, start):
             return
         if start > 0:
             log.info("resuming %s at batch %d of %d", p.name, start, self.batch_count)
         if p.activations != "forward" and self.cache is None:
             raise ConfigError(f"pass {p.name!r} uses the activation cache, but the run has none")
-        if p.activations == "cache-write":
-            self.cache.truncate(self.images_done(start))
         need_output = p.labels and self.source.labels_from_output
         if p.activations == "cache-read" and need_output:
             raise ConfigError(f"pass {p.name!r}: this source labels the model's output, so it cannot read a cache")
-        indices = range(self.shard.start + self.images_done(start), self.shard.stop)
-        images = p.activations != "cache-read"
-        loader = self.source.batches(indices, batch_size=self.batch_size, num_workers=self.num_workers,
-                                     images=images, pin_memory=self.device.type == "cuda")
         flush = self.cache.flush if p.activations == "cache-write" else None
         count = start
+        stopped: BaseException | None = None
         try:
+            if p.activations == "cache-write":
+                self.cache.truncate(self.images_done(start))
+            indices = range(self.shard.start + self.images_done(start), self.shard.stop)
+            loader = self.source.batches(indices, batch_size=self.batch_size, num_workers=self.num_workers,
+                                         images=p.activations != "cache-read", pin_memory=self.device.type == "cuda")
             with _Interrupts() as interrupts, Trace(self.module, self.layers, edit=self.edit) as trace:
                 bar = tqdm(loader, total=self.batch_count, initial=start, unit="batch",
                            desc=p.description or p.name, disable=not (self.progress and self.dist.is_main))
@@ -185,19 +192,83 @@ class Engine:
                         p.update(batch, acts, labels)
                         self.checkpoint.tick(p.name, count, before_save=flush)
                 bar.close()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            stopped = exc
             if flush is not None:
                 flush()
             self.checkpoint.save()
             log.warning("interrupted: state saved in %s; run the same command again to resume",
                         self.checkpoint.directory)
             raise
+        except BaseException as exc:
+            stopped = exc
+            raise
         finally:
             if self.cache is not None:
                 self.cache.close()
+            if stopped is not None:
+                self._tell_others(p, stopped)
+        self._check_others(p)
         self.dist.merge(p.group)
         self.checkpoint.record(p.name, p.group, DONE)
         self.checkpoint.save()
+
+    # -- agreement between ranks (no-ops in one process) --------------------------------
+    def _done_somewhere(self, p: Pass, start: int) -> bool:
+        """True when pass ``p`` is finished; then ``p.group`` holds its merged result on every rank.
+
+        A rank killed after the end-of-pass merge but before saving resumes
+        mid-pass while the others saved the pass as done: it takes the
+        merged result from the first rank that has it (the merge needed this
+        rank's whole shard, so the result is complete).
+        """
+        starts = self.dist.gather(start)
+        if all(s == DONE for s in starts):
+            return True
+        if DONE not in starts:
+            return False
+        src = starts.index(DONE)
+        state = self.dist.broadcast(p.group.state_dict() if start == DONE else None, src)
+        if start != DONE:
+            log.info("pass %s: taking the merged result saved by rank %d", p.name, src)
+            p.group.load_state_dict(state)
+            self.checkpoint.record(p.name, p.group, DONE)
+            self.checkpoint.save()
+        return True
+
+    def _tell_others(self, p: Pass, exc: BaseException) -> None:
+        """Report this rank's failure in pass ``p`` to the others, which wait for it at the end of the pass."""
+        if self.dist.world == 1:
+            return
+        status = (self.dist.rank, isinstance(exc, KeyboardInterrupt), f"{type(exc).__name__}: {exc}")
+        try:
+            self.dist.gather(status)
+        except Exception as err:  # noqa: BLE001 -- another rank is gone: raise this rank's own error
+            log.warning("rank %d could not tell the other ranks that it stopped: %s", self.dist.rank, err)
+
+    def _check_others(self, p: Pass) -> None:
+        """After this rank's share of pass ``p``: stop (state saved) when another rank stopped in the pass.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            When another rank was interrupted.
+        RankFailed
+            When another rank failed.
+        """
+        if self.dist.world == 1:
+            return
+        failed = [s for s in self.dist.gather(None) if s is not None]
+        if not failed:
+            return
+        self.checkpoint.save()
+        rank, interrupted, message = failed[0]
+        log.warning("rank %d stopped in pass %s (%s): state of rank %d saved in %s; run the same command "
+                    "again to resume", rank, p.name, message, self.dist.rank, self.checkpoint.directory)
+        if interrupted:
+            raise KeyboardInterrupt(f"rank {rank} was interrupted")
+        raise RankFailed(f"rank {rank} failed in pass {p.name!r} ({message}); the state of rank "
+                         f"{self.dist.rank} is saved: fix the cause and run the same command again to resume")
 
     def _forward(self, trace: Trace, batch: Batch, need_output: bool) -> dict[str, torch.Tensor]:
         x = self.source.model_input(batch, self.device)

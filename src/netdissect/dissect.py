@@ -285,7 +285,7 @@ class _Dissect:
             if engine.cache.images_stored() < needed and ckpt.progress("iou") != DONE:
                 log.warning("activation cache %s is shorter than its checkpoint; starting again", ckpt.directory)
                 stale = True
-        if stale:
+        if not self.dist.all_true(not stale):
             ckpt.reset()
         ckpt.extra["use_disk"] = use_disk
 

@@ -22,7 +22,7 @@ _EXPORTS = {
     "open_dataset": ".data",
     "DissectConfig": ".config",
     "PROTOCOLS": ".config",
-    "dissect": ".dissect",
+    "dissect": ".pipeline",
     "Dissection": ".dissection",
     "NetDissectError": ".errors",
     "Trace": ".hooks",

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import netdissect
 from netdissect.cli import main
 from netdissect.data import Concept, ConceptDataset, ConceptTable, Sample, filehash, open_dataset
 from netdissect.data.broden import BrodenDataset, write_broden
@@ -629,9 +628,6 @@ def test_image_listed_twice_is_refused_in_every_split(copy, tmp_path, capsys, mo
         assert str(e.value) == message
     with pytest.raises(DatasetError, match="more than once"):
         open_dataset(str(copy))
-    # (Importing the module netdissect.dissect rebinds the name netdissect.dissect to it, hiding the
-    # function from later tests; monkeypatch puts back what was there.)
-    monkeypatch.setattr(netdissect, "dissect", netdissect.dissect)
     assert main(["dissect", "--model", "efficientnet_lite0_random", "--layers", "blocks.5", "--data", str(copy),
                  "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -322,9 +322,6 @@ def test_torchrun_command_line_equals_one_process(tmp_path, capsys, monkeypatch)
                               "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300, check=False)
         if two.returncode == 0 or "EADDRINUSE" not in two.stderr:
             break
-    # (a first import of the module netdissect.dissect by the command would rebind the name
-    # netdissect.dissect to the module, hiding the function from later tests)
-    monkeypatch.setattr(netdissect, "dissect", netdissect.dissect)
     with one_thread():
         assert main(["dissect", *common, "--out", str(tmp_path / "one")]) == 0
     one = capsys.readouterr()

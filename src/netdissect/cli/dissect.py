@@ -111,7 +111,7 @@ def _options(args) -> dict:
 
 
 def run_dissect(args) -> int:
-    from ..dissect import dissect
+    from ..pipeline import dissect
     from ..engine.distributed import init_from_env
     from ..errors import ConfigError
     from ..models import load_model
@@ -180,7 +180,7 @@ def run_models(args) -> int:
 
 
 def run_demo(args) -> int:
-    from ..dissect import dissect
+    from ..pipeline import dissect
     from ..models import load_model
 
     print(f"Dissecting EfficientNet-Lite0 (real ImageNet weights) on {args.images} synthetic concept images, "

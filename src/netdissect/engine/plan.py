@@ -68,3 +68,47 @@ def versions() -> dict[str, str]:
     except ImportError:
         pass
     return out
+
+
+def resolve_device(text: str) -> torch.device:
+    """The torch device named by ``text`` ("cpu", "cuda", "cuda:1", "mps"...), checked to exist.
+
+    Raises
+    ------
+    ConfigError
+        For a name torch does not know, or a CUDA device this machine does not have.
+    """
+    from ..errors import ConfigError
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {text!r} is not a torch device; use cpu, cuda or cuda:N (e.g. cuda:0)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {text!r} was asked for, but PyTorch sees no CUDA device here "
+                              "(torch.cuda.is_available() is False); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {text!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered 0..{torch.cuda.device_count() - 1}")
+    elif device.type not in ("cpu", "mps", "xpu"):
+        raise ConfigError(f"device {text!r}: netdissect runs on cpu or cuda (or mps/xpu), not {device.type!r}")
+    return device
+
+
+def check_run_dir(path) -> None:
+    """Refuse a run directory that exists but is not a folder.
+
+    Raises
+    ------
+    ConfigError
+        Naming the path.
+    """
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {str(p)!r} is an existing file, not a folder; give a new or existing folder "
+                          "for the run directory")

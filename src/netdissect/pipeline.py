@@ -36,7 +36,7 @@ from .engine.cache import ActivationCache
 from .engine.checkpoint import DONE, Checkpoint
 from .engine.distributed import Dist, default_device
 from .engine.passes import Engine, Pass
-from .engine.plan import probe_layers, run_key, use_disk_cache, versions
+from .engine.plan import check_run_dir, probe_layers, resolve_device, run_key, use_disk_cache, versions
 from .engine.sources import ConceptSource, GeneratorSource, SegmentedSource, Source, open_images
 from .errors import ConfigError, DatasetError, close_matches
 from .labeling.base import LayerResult
@@ -135,6 +135,7 @@ def dissect(
         source = _source(data, segmenter, loaded.preprocess)
         preprocess_json = loaded.preprocess.to_json()
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="netdissect-"))
+    check_run_dir(run_dir)
     return _Dissect(module, spec, weights_name, preprocess_json, source, list(layers), config, run_dir,
                     progress).execute()
 
@@ -202,7 +203,7 @@ class _Dissect:
             raise ConfigError(f"layers {layer_names} name a layer twice")
         self.dist = Dist.current()
         self.config = replace(config, device=config.device or default_device()).resolved()
-        self.device = torch.device(self.config.device)
+        self.device = resolve_device(self.config.device)
         self.module = module.to(self.device)
         self.source, self.layer_names, self.run_dir, self.progress = source, layer_names, run_dir, progress
         self.n = len(source)

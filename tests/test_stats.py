@@ -88,6 +88,36 @@ def test_sampled_mode_records_its_error_bound_and_is_close():
         assert abs(rank - 0.99) <= info["rank_error_bound"]
 
 
+def test_sampled_subsample_depends_on_image_index_not_on_batching_or_shards():
+    rng = np.random.default_rng(5)
+    images, per_image = 60, 49
+    x = rng.standard_normal((3, images * per_image)).astype(np.float32)
+    total = images * per_image
+
+    def run(splits):
+        stats = []
+        for shard in splits:  # each "process" sees its own images, in its own batches
+            stat = TopKQuantile(3, 0.01, total, max_values=60, seed=7)
+            for batch in shard:
+                cols = np.concatenate([np.arange(i * per_image, (i + 1) * per_image) for i in batch])
+                stat.update(torch.from_numpy(x[:, cols]), torch.tensor(batch))
+            stats.append(stat)
+        for other in stats[1:]:
+            stats[0].merge(other)
+        return stats[0]
+
+    one = run([[list(range(b, min(b + 8, images))) for b in range(0, images, 8)]])
+    assert not one.exact
+    three = run([[list(range(0, 7)), list(range(7, 20))], [list(range(20, 33))], [list(range(33, 60))]])
+    reversed_order = run([[list(range(50, 60)), list(range(0, 50))]])
+    assert np.array_equal(one.quantiles(), three.quantiles())
+    assert np.array_equal(one.quantiles(), reversed_order.quantiles())
+    assert one.kept == three.kept == reversed_order.kept
+    other_seed = TopKQuantile(3, 0.01, total, max_values=60, seed=8)
+    other_seed.update(torch.from_numpy(x), torch.arange(images))
+    assert other_seed.kept != one.kept or not np.array_equal(other_seed.quantiles(), one.quantiles())
+
+
 def test_float32_below_makes_float32_comparison_exact():
     rng = np.random.default_rng(3)
     t64 = rng.standard_normal(1000) * 10

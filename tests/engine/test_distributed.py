@@ -46,6 +46,8 @@ CASES = {
     "recompute-25": (25, {"activation_cache": "recompute"}),
     "pnas-13": (13, {"protocol": "pnas2020", "activation_cache": "disk"}),
     "two-batches-5": (5, {"activation_cache": "recompute"}),
+    # thresholds from a seeded subsample (past max_quantile_values): seeded by image index, so the same
+    "sampled-13": (13, {"activation_cache": "disk", "max_quantile_values": 64}),
 }
 
 # interrupted case -> (images, options, first-run stops).  A stop (ranks, nth) makes each of these ranks
@@ -267,6 +269,9 @@ def test_processes_give_bit_identical_results(runs, reference, case):
     assert_same_run(reference / case, root / case)
     config = json.loads((root / case / "config.json").read_text())
     assert config["processes"] == world
+    summary = json.loads((root / case / "summary.json").read_text())
+    method = {layer["threshold_method"]["method"] for layer in summary["layers"].values()}
+    assert method == ({"sampled-topk"} if case.startswith("sampled") else {"exact-topk"})
     # every rank removed its activation cache; rank r kept its own state file
     assert not list((root / case).glob(".cache/*/acts*"))
     assert sorted(p.name for p in (root / case).glob(".cache/*/state*.pt")) == [

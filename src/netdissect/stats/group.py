@@ -131,11 +131,12 @@ class ThresholdStats(StatGroup):
             (B,) int64 data set indices of the images.
         """
         if self.quantile_size is None:
-            self.quantile.update(acts.transpose(0, 1).reshape(self.units, -1))
+            self.quantile.update(acts.transpose(0, 1).reshape(self.units, -1), indices)
         else:
-            for part in acts.split(max(1, 4096 // self.units), dim=0):
+            chunk = max(1, 4096 // self.units)
+            for part, ids in zip(acts.split(chunk, dim=0), indices.split(chunk, dim=0)):
                 up = upsample(part, self.quantile_size)
-                self.quantile.update(up.transpose(0, 1).reshape(self.units, -1))
+                self.quantile.update(up.transpose(0, 1).reshape(self.units, -1), ids)
         self.top.update(acts.amax(dim=(2, 3)), indices)
 
     def thresholds(self) -> np.ndarray:

@@ -7,7 +7,10 @@ top-k per unit gives the exact value with ``numpy.quantile``'s default
 
 Past ``max_values`` stored values (units x k), the statistic switches to a
 uniform random subsample of positions (the same positions for every unit)
-sized to fit, and records the sampling rate and a rank-error bound.
+sized to fit, and records the sampling rate and a rank-error bound.  Which
+positions are kept depends only on the seed and each value's image index
+(when ``update`` is given them), so the subsample, and the result, is the
+same however the images are batched or split across processes.
 """
 
 from __future__ import annotations
@@ -62,7 +65,11 @@ def float32_below(t: np.ndarray) -> np.ndarray:
 class TopKQuantile(Statistic):
     """Per-unit ``1 - q`` quantile of ``total`` values per unit.
 
-    update(x): x is (U, m), m values of each of the U units.
+    update(x, image_indices): x is (U, m), m values of each of the U units,
+    image-major (the values of one image are consecutive, the same number for
+    every image); image_indices (B,) names the B images (needed to seed the
+    subsample in sampled mode; without it the subsample follows the order
+    of the values seen).
     """
 
     def __init__(
@@ -96,19 +103,37 @@ class TopKQuantile(Statistic):
     def exact(self) -> bool:
         return self.sample_rate >= 1.0
 
-    def update(self, x: torch.Tensor) -> None:
+    def update(self, x: torch.Tensor, image_indices: torch.Tensor | None = None) -> None:
+        """Fold in (U, m) values; see the class docstring for ``image_indices``.
+
+        Raises
+        ------
+        ValueError
+            For a wrong shape, more values than ``total`` in exact mode, or
+            ``m`` not a multiple of the number of images.
+        """
         if x.dim() != 2 or x.shape[0] != self.units:
             raise ValueError(f"expected ({self.units}, m) values, got {tuple(x.shape)}")
         m = x.shape[1]
         if not self.exact:
-            gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + self.count)
-            keep = torch.rand(m, generator=gen) < self.sample_rate
-            x = x[:, keep.to(x.device)]
+            x = x[:, self._keep(m, image_indices).to(x.device)]
         self.count += m
         self.kept += x.shape[1]
         if self.kept > self.total and self.exact:
             raise ValueError(f"TopKQuantile was sized for {self.total} values per unit, got {self.kept}")
         self._absorb(x.to(self.values.dtype))
+
+    def _keep(self, m: int, image_indices: torch.Tensor | None) -> torch.Tensor:
+        """(m,) bool: which of the next m values the subsample keeps."""
+        if image_indices is None:
+            gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + self.count)
+            return torch.rand(m, generator=gen) < self.sample_rate
+        indices = [int(i) for i in image_indices]
+        if not indices or m % len(indices):
+            raise ValueError(f"{m} values do not split evenly over {len(indices)} images")
+        per_image = m // len(indices)
+        draws = [np.random.default_rng([self.seed, i]).random(per_image) for i in indices]
+        return torch.from_numpy(np.concatenate(draws) < self.sample_rate)
 
     def _absorb(self, x: torch.Tensor) -> None:
         both = torch.cat([self.values, x], dim=1)

@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/netdissect demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

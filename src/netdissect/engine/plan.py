@@ -53,20 +53,18 @@ def use_disk_cache(mode: str, bytes_needed: int, directory, limit_gb: float, *, 
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python and the libraries that shape results."""
-    import numpy
-    import pandas
+    """Versions of Python and the libraries that shape results (read from package metadata: no imports)."""
+    from importlib import metadata
 
     from .. import __version__
 
-    out = {"netdissect": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "numpy": numpy.__version__, "pandas": pandas.__version__, "platform": platform.platform()}
-    try:
-        import torchvision
-
-        out["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
+    out = {"netdissect": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    for name in ("numpy", "pandas", "torchvision"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    out["platform"] = platform.platform()
     return out
 
 

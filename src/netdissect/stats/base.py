@@ -15,6 +15,12 @@ import torch
 
 
 class Statistic(ABC):
+    """A streaming statistic that can be updated, merged, saved and restored.
+
+    Subclasses implement :meth:`update`, :meth:`merge`, :meth:`state_dict`
+    and :meth:`load_state_dict`; :meth:`to` moves every tensor attribute.
+    """
+
     @abstractmethod
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Fold in one batch."""

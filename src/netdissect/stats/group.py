@@ -60,6 +60,7 @@ class StatGroup(Statistic):
             member.merge(other.members[name])
 
     def state_dict(self) -> dict[str, Any]:
+        """Each member's ``state_dict``, keyed by member name."""
         return {name: member.state_dict() for name, member in self.members.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -76,6 +77,7 @@ class StatGroup(Statistic):
             member.load_state_dict(state[name])
 
     def to(self, device: torch.device | str) -> "StatGroup":
+        """Move every member to ``device``; returns this group."""
         for member in self.members.values():
             member.to(device)
         return self
@@ -114,10 +116,12 @@ class ThresholdStats(StatGroup):
 
     @property
     def quantile(self) -> TopKQuantile:
+        """The layer's :class:`TopKQuantile` member."""
         return self.members["quantile"]
 
     @property
     def top(self) -> TopImages:
+        """The layer's :class:`TopImages` member (ranked by each unit's maximum activation)."""
         return self.members["top"]
 
     def update(self, acts: torch.Tensor, indices: torch.Tensor) -> None:
@@ -163,6 +167,8 @@ class IoUStats(StatGroup):
         (h, w) of the layer's maps.
     denominator : str
         IoU mask-term rule, see :class:`~netdissect.stats.IoUTally`.
+    device : torch.device or str
+        Where the thresholds and top-image indices (and so the tally and maps) live.
     """
 
     def __init__(self, thresholds: np.ndarray, category_of: torch.Tensor, num_categories: int,
@@ -176,14 +182,28 @@ class IoUStats(StatGroup):
 
     @property
     def tally(self) -> IoUTally:
+        """The layer's :class:`IoUTally` member."""
         return self.members["tally"]
 
     @property
     def maps(self) -> TopMaps:
+        """The layer's :class:`TopMaps` member (activation maps of the top images)."""
         return self.members["maps"]
 
     def update(self, acts: torch.Tensor, pixel_labels: torch.Tensor, image_labels: torch.Tensor,
                indices: torch.Tensor) -> None:
-        """Fold in a batch: acts (B, U, h, w); pixel_labels (B, L, sh, sw); image_labels (B, M); indices (B,)."""
+        """Fold in a batch.
+
+        Parameters
+        ----------
+        acts : torch.Tensor
+            (B, U, h, w) float32 activations.
+        pixel_labels : torch.Tensor
+            (B, L, sh, sw) int64 label numbers per pixel (0: none).
+        image_labels : torch.Tensor
+            (B, M) int64 image-level label numbers (0 pads).
+        indices : torch.Tensor
+            (B,) int64 data set indices of the images.
+        """
         self.tally.update(acts, pixel_labels, image_labels)
         self.maps.update(acts, indices)

@@ -36,8 +36,20 @@ def top_count(total: int, q: float) -> int:
 def quantile_from_top(top: np.ndarray, total: int, q: float) -> np.ndarray:
     """``numpy.quantile(values, 1 - q)`` per row, from each row's largest values.
 
-    top: (U, k) float, sorted descending, k >= top_count(total, q).
-    Returns (U,) float64, computed exactly like numpy's linear method.
+    Parameters
+    ----------
+    top : numpy.ndarray
+        (U, k) float, each row's largest values sorted descending, with
+        ``k >= top_count(total, q)``.
+    total : int
+        How many values each row had in all.
+    q : float
+        Upper fraction; the result is the ``1 - q`` quantile.
+
+    Returns
+    -------
+    numpy.ndarray
+        (U,) float64, computed exactly like numpy's default (linear) method.
     """
     top = np.asarray(top, dtype=np.float64)
     virtual = (1.0 - q) * (total - 1)
@@ -70,6 +82,28 @@ class TopKQuantile(Statistic):
     every image); image_indices (B,) names the B images (needed to seed the
     subsample in sampled mode; without it the subsample follows the order
     of the values seen).
+
+    Parameters
+    ----------
+    units : int
+        Number of units U.
+    q : float
+        Upper fraction in (0, 1); the statistic is the ``1 - q`` quantile.
+    total : int
+        Values per unit over the whole data set (exact mode requires exactly
+        this many).
+    max_values : int, optional
+        Bound on stored values (U x k); past it the statistic samples
+        positions at a rate that fits.  None: always exact.
+    seed : int
+        Seed of the sampled positions.
+    device : torch.device or str
+        Where the (U, k) buffer of top values lives.
+
+    Raises
+    ------
+    ValueError
+        When ``q`` is not in (0, 1) or ``total < 1``.
     """
 
     def __init__(
@@ -101,6 +135,7 @@ class TopKQuantile(Statistic):
 
     @property
     def exact(self) -> bool:
+        """Whether every value is kept (False once ``max_values`` forced sampling)."""
         return self.sample_rate >= 1.0
 
     def update(self, x: torch.Tensor, image_indices: torch.Tensor | None = None) -> None:
@@ -142,6 +177,7 @@ class TopKQuantile(Statistic):
         self.values = both
 
     def merge(self, other: "TopKQuantile") -> None:
+        """Fold in the values another instance of the same configuration saw."""
         self._check_same(other, "units", "q", "total", "k", "sample_rate")
         self.count += other.count
         self.kept += other.kept
@@ -166,6 +202,7 @@ class TopKQuantile(Statistic):
         return math.sqrt(math.log(2 / (1 - SAMPLED_CONFIDENCE)) / (2 * max(self.kept, 1)))
 
     def describe(self) -> dict[str, Any]:
+        """Method, q, values per unit, k, sample rate and rank-error bound, for the run record."""
         return {
             "method": "exact-topk" if self.exact else "sampled-topk",
             "q": self.q,
@@ -177,6 +214,7 @@ class TopKQuantile(Statistic):
         }
 
     def state_dict(self) -> dict[str, Any]:
+        """The (U, k) kept top values (on the CPU), counts, configuration and seed."""
         return {
             "values": self.values.cpu(),
             "count": self.count,
@@ -190,6 +228,7 @@ class TopKQuantile(Statistic):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; raises ValueError when the configuration differs."""
         for key in ("units", "q", "total", "k", "sample_rate"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"saved TopKQuantile has {key}={state[key]}, this one {getattr(self, key)}")

@@ -16,6 +16,16 @@ class TopImages(Statistic):
     update(scores, image_indices): scores (B, U), e.g. each unit's maximum
     activation per image; image_indices (B,) data set indices.  Ties keep the
     lower image index.
+
+    Parameters
+    ----------
+    units : int
+        Number of units U.
+    n : int
+        Images kept per unit.
+    device : torch.device or str
+        Where the (U, n) ``scores`` (float32, -inf: empty) and ``indices``
+        (int64, -1: empty) live.
     """
 
     def __init__(self, units: int, n: int, *, device: torch.device | str = "cpu"):
@@ -24,6 +34,7 @@ class TopImages(Statistic):
         self.indices = torch.full((self.units, self.n), -1, dtype=torch.int64, device=device)
 
     def update(self, scores: torch.Tensor, image_indices: torch.Tensor) -> None:
+        """Fold in (B, U) scores of the images ``image_indices`` (B,); raises ValueError on a wrong shape."""
         if scores.dim() != 2 or scores.shape[1] != self.units:
             raise ValueError(f"expected (B, {self.units}) scores, got {tuple(scores.shape)}")
         idx = image_indices.to(self.indices.device).view(1, -1).expand(self.units, -1)
@@ -40,13 +51,16 @@ class TopImages(Statistic):
         self.scores, self.indices = s.gather(1, order), i.gather(1, order)
 
     def merge(self, other: "TopImages") -> None:
+        """Keep the top ``n`` of both instances' images per unit."""
         self._check_same(other, "units", "n")
         self._absorb(other.scores.to(self.scores.device), other.indices.to(self.indices.device))
 
     def state_dict(self) -> dict[str, Any]:
+        """The (U, n) scores and indices (on the CPU), units and n."""
         return {"scores": self.scores.cpu(), "indices": self.indices.cpu(), "units": self.units, "n": self.n}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; raises ValueError when units or n differ."""
         if state["units"] != self.units or state["n"] != self.n:
             raise ValueError(f"saved TopImages is {state['units']}x{state['n']}, this one {self.units}x{self.n}")
         self.scores = state["scores"].to(self.scores.device)
@@ -56,9 +70,17 @@ class TopImages(Statistic):
 class TopMaps(Statistic):
     """The activation maps of each unit on its top images, gathered in a later pass.
 
-    indices: (U, n) image indices from :class:`TopImages` (-1 = empty slot).
     update(acts, image_indices): acts (B, U, h, w) for images image_indices (B,).
-    ``maps`` is (U, n, h, w) float32.
+    ``maps`` is (U, n, h, w) float32; ``filled`` (U, n) bool marks the slots
+    gathered so far.
+
+    Parameters
+    ----------
+    indices : torch.Tensor
+        (U, n) int64 image indices from :class:`TopImages` (-1: empty slot);
+        the maps live on its device.
+    map_size : tuple of int
+        (h, w) of the layer's activation maps.
     """
 
     def __init__(self, indices: torch.Tensor, map_size: tuple[int, int]):
@@ -68,6 +90,7 @@ class TopMaps(Statistic):
         self.filled = torch.zeros(self.units, self.n, dtype=torch.bool, device=indices.device)
 
     def update(self, acts: torch.Tensor, image_indices: torch.Tensor) -> None:
+        """Store the (B, U, h, w) maps of the batch's images that are some unit's top images."""
         image_indices = image_indices.to(self.indices.device)
         # (U, n, B) match of each slot's image against the batch
         match = self.indices.unsqueeze(-1) == image_indices.view(1, 1, -1)
@@ -77,6 +100,7 @@ class TopMaps(Statistic):
             self.filled[unit, slot] = True
 
     def merge(self, other: "TopMaps") -> None:
+        """Take the maps ``other`` filled; raises ValueError when its top images differ."""
         if not torch.equal(self.indices, other.indices.to(self.indices.device)):
             raise ValueError("cannot merge TopMaps gathered for different top images")
         f = other.filled.to(self.filled.device)
@@ -84,9 +108,11 @@ class TopMaps(Statistic):
         self.filled |= f
 
     def state_dict(self) -> dict[str, Any]:
+        """The top-image indices, the maps gathered so far and which slots are filled (on the CPU)."""
         return {"indices": self.indices.cpu(), "maps": self.maps.cpu(), "filled": self.filled.cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; raises ValueError when its top images differ."""
         if not torch.equal(state["indices"], self.indices.cpu()):
             raise ValueError("saved TopMaps were gathered for different top images")
         self.maps = state["maps"].to(self.maps.device)

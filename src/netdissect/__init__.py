@@ -1,4 +1,4 @@
-"""netdissect: what do the units of a vision network detect?
+"""Network Dissection for PyTorch: find out what the units of a vision network detect.
 
     import netdissect
     result = netdissect.dissect("efficientnet_lite0", "synthetic", layers=["blocks.5"], out="runs/demo")

@@ -28,19 +28,49 @@ QUANTILE_ON = ("raw", "upsampled")
 class DissectConfig:
     """Every option of a dissection.  ``None`` means "the protocol's value".
 
-    protocol: a name in :data:`PROTOCOLS`.
-    quantile: the top fraction q of activations that forms a unit's mask.
-    quantile_on: "raw" (before upsampling) or "upsampled" (to quantile_size).
-    denominator: which images count in the IoU's mask term ("touch", "image", "all").
-    iou_threshold: a unit is a detector when its best IoU exceeds this.
-    batch_size, num_workers, device: how to run (num_workers/device None = automatic).
-    top_images: how many top-activating images to keep per unit.
-    activation_cache: "disk" keeps float32 activations on disk for the second
-      pass, "recompute" runs the model again, "auto" uses the disk cache when
-      it fits under cache_limit_gb.
-    max_quantile_values: above this many stored values (units x top-k) per
-      layer, thresholds come from a random subsample (recorded in the result).
-    checkpoint_seconds: how often to save resumable state.
+    Parameters
+    ----------
+    protocol : str
+        A name in :data:`PROTOCOLS` ("netdissect": Bau et al. 2017 CVPR
+        "Network Dissection"; "pnas2020": Bau et al. 2020 PNAS
+        "Understanding the role of individual units").
+    quantile : float, optional
+        The top fraction q of activations that forms a unit's mask, in (0, 1).
+    quantile_on : str, optional
+        "raw" (before upsampling) or "upsampled" (to ``quantile_size``).
+    quantile_size : tuple of int, optional
+        (H, W) to upsample maps to before taking quantiles; "upsampled" with
+        no size uses (56, 56).
+    denominator : str, optional
+        Which images count in the IoU's mask term ("touch", "image", "all").
+    iou_threshold : float
+        A unit is a detector when its best IoU exceeds this; in [0, 1].
+    batch_size : int
+        Images per batch.
+    num_workers : int, optional
+        Data loader workers; None: half the CPUs, between 1 and 8.
+    device : str, optional
+        Torch device; None: "cuda" when available, else "cpu".
+    top_images : int
+        How many top-activating images to keep per unit.
+    activation_cache : str
+        "disk" keeps float32 activations on disk for the second pass,
+        "recompute" runs the model again, "auto" uses the disk cache when it
+        fits under ``cache_limit_gb``.
+    cache_limit_gb : float
+        Size limit (GB) of the "auto" activation cache.
+    max_quantile_values : int
+        Above this many stored values (units x top-k) per layer, thresholds
+        come from a random subsample (recorded in the result).
+    checkpoint_seconds : float
+        How often to save resumable state.
+    seed : int
+        Seed of the sampled thresholds and of a generator's latents.
+
+    Raises
+    ------
+    ConfigError
+        For a value out of range or not among the allowed names.
     """
 
     protocol: str = "netdissect"
@@ -105,6 +135,7 @@ class DissectConfig:
         return out
 
     def to_json(self) -> dict[str, Any]:
+        """The options as a JSON-ready dict (``quantile_size`` as a list)."""
         d = asdict(self)
         if d["quantile_size"] is not None:
             d["quantile_size"] = list(d["quantile_size"])
@@ -112,11 +143,16 @@ class DissectConfig:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "DissectConfig":
+        """The config :meth:`to_json` wrote; unknown keys are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: (tuple(v) if k == "quantile_size" and v else v) for k, v in obj.items() if k in known})
 
-    # options that change the statistics (and therefore the cache key)
     def result_key(self) -> dict[str, Any]:
+        """The resolved options that change the statistics (and therefore the cache key).
+
+        Run-only options (workers, checkpointing, cache mode and limit, IoU
+        threshold) are dropped and the device is reduced to its type.
+        """
         d = self.resolved().to_json()
         for k in ("num_workers", "checkpoint_seconds", "activation_cache", "cache_limit_gb", "iou_threshold"):
             d.pop(k)

@@ -305,6 +305,7 @@ class Zero(Edit):
     """Set units to 0 (ablation).  ``Zero(units, mask=None)``."""
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
+        """A 0-d zero of ``x``'s dtype and device."""
         return torch.zeros((), dtype=x.dtype, device=x.device)
 
 
@@ -325,6 +326,7 @@ class SetValue(Edit):
         self.values = values
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
+        """``values`` as a 0-d tensor, or per unit broadcast along ``x``'s unit axis."""
         v = torch.as_tensor(self.values, dtype=x.dtype, device=x.device)
         return v if v.dim() == 0 else self._per_unit(v, x)
 
@@ -337,6 +339,7 @@ class Scale(Edit):
         self.factor = factor
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` times ``factor`` (per unit along the unit axis when a (C,) tensor)."""
         f = torch.as_tensor(self.factor, dtype=x.dtype, device=x.device)
         return x * (f if f.dim() == 0 else self._per_unit(f, x))
 
@@ -349,6 +352,7 @@ class Add(Edit):
         self.vector = vector
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` plus ``vector`` (per unit along the unit axis when a (C,) tensor)."""
         v = torch.as_tensor(self.vector, dtype=x.dtype, device=x.device)
         return x + (v if v.dim() == 0 else self._per_unit(v, x))
 
@@ -361,6 +365,7 @@ class Apply(Edit):
         self.fn = fn
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
+        """``fn(x)``."""
         return self.fn(x)
 
 

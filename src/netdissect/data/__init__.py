@@ -1,6 +1,7 @@
-"""Concept data: the protocol, the Broden reader and writer, synthetic concepts,
-converters, colour naming and downloads.
+"""Concept data: the data set protocol and the ways to open a data set.
 
+This package holds the protocol, the Broden reader and writer, synthetic
+concepts, converters, colour naming and downloads.
 :func:`open_dataset` turns a spec into a data set: a folder in Broden format
 (``path/to/broden`` or ``path/to/broden?split=val``), or a registered name
 with options, e.g. ``synthetic``, ``synthetic:n=500,seed=1``, or a
@@ -55,6 +56,22 @@ def open_dataset(spec: "str | Path | ConceptDataset") -> ConceptDataset:
     (optionally ``FOLDER?split=NAME`` to keep one split), or
     ``NAME[:KEY=VALUE,...]`` for a registered name (see :func:`list_datasets`),
     which also takes its options after ``?`` (``broden1_224?split=val``).
+
+    Parameters
+    ----------
+    spec : str, pathlib.Path or ConceptDataset
+        What to open.
+
+    Returns
+    -------
+    ConceptDataset
+        The data set.
+
+    Raises
+    ------
+    DatasetError
+        For a malformed or unknown option, a file that is not a folder, or a
+        name that is neither a folder nor registered.
     """
     if not isinstance(spec, (str, Path)):
         return spec

@@ -1,4 +1,4 @@
-"""Naming pixel colours with the 11 basic colour terms.
+r"""Naming pixel colours with the 11 basic colour terms.
 
 Broden's ``color`` category labels every pixel with one of the eleven basic
 colour terms of Berlin and Kay (black, blue, brown, grey, green, orange, pink,
@@ -8,12 +8,12 @@ the same pixel-level colour category.
 
 How it names a colour (all in CIELAB, D65 white, from sRGB):
 
-1. **Lightness L\\*, chroma C\\* and hue angle h** are computed per pixel.
-2. **Achromatic pixels** (C\\* below a threshold of about 10, a common
+1. **Lightness L\*, chroma C\* and hue angle h** are computed per pixel.
+2. **Achromatic pixels** (C\* below a threshold of about 10, a common
    "just noticeably coloured" level) are named by lightness alone: black
-   below L\\* 33, white above L\\* 77, grey between.  Bluish pixels need less
+   below L\* 33, white above L\* 77, grey between.  Bluish pixels need less
    chroma to be called blue (threshold 8: pale sky is named blue); dark pixels
-   of cool hues need more (16 below L\\* 30: dark blues and purples read as
+   of cool hues need more (16 below L\* 30: dark blues and purples read as
    black), while dark warm pixels do not (a dark, weakly coloured orange is
    brown, not black).
 3. **Chromatic pixels** are named by hue family, then lightness and chroma
@@ -22,20 +22,20 @@ How it names a colour (all in CIELAB, D65 white, from sRGB):
    ===============  ===========================================================
    hue h (degrees)  name
    ===============  ===========================================================
-   345 .. 20        red; pink when light (L\\* >= 45)
-   20 .. 45         red when strongly coloured (C\\* >= 35; orange when also
+   345 .. 20        red; pink when light (L\* >= 45)
+   20 .. 45         red when strongly coloured (C\* >= 35; orange when also
                     light), else brown, or pink when light
    45 .. 75         orange when strongly coloured, else brown (pink when light)
    75 .. 105        yellow when strongly coloured or light, else brown; dark
-                    greenish yellows (h >= 90, L\\* < 45) are green (olive)
+                    greenish yellows (h >= 90, L\* < 45) are green (olive)
    105 .. 190       green (yellow when light and h < 120)
    190 .. 295 (*)   blue
-   295 (*) .. 345   purple; pink when very light (L\\* >= 78)
+   295 (*) .. 345   purple; pink when very light (L\* >= 78)
    ===============  ===========================================================
 
    (*) CIELAB bends the hue of saturated blues toward purple (sRGB's blue
    primary has h = 306), so the blue/purple boundary rises with chroma:
-   295 + 0.1 C\\*, up to 307.
+   295 + 0.1 C\*, up to 307.
 
    Brown is the dark, weakly saturated orange-yellow region and pink the
    light red-purple region, as in the colour-naming literature; both are

@@ -161,7 +161,8 @@ def file_digests(base: "str | os.PathLike[str]", names: Sequence[str], *, sideca
         step = -(-len(unique) // workers)
         chunks = [unique[i:i + step] for i in range(0, len(unique), step)]
         with ThreadPoolExecutor(workers) as pool:
-            results = [r for part in pool.map(lambda c: _digest_chunk(base, c, cached, oldest_ns), chunks) for r in part]
+            parts = pool.map(lambda c: _digest_chunk(base, c, cached, oldest_ns), chunks)
+            results = [r for part in parts for r in part]
     out: dict[str, str] = {}
     changed = False
     for name, digest, entry in results:

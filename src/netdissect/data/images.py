@@ -53,7 +53,9 @@ class ImageFiles:
             raise DatasetError(f"image folder {str(self.root)!r} does not exist")
         self.files = list_images(self.root)
         if not self.files:
-            raise DatasetError(f"image folder {str(self.root)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise DatasetError(
+                f"image folder {str(self.root)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+            )
         self.size = int(size)
         self.image_size = (self.size, self.size)
         self.label_size = (self.size, self.size)
@@ -72,13 +74,15 @@ class ImageFiles:
         return Sample(self._image(index), np.zeros((0, *self.label_size), np.int32), np.zeros(0, np.int64))
 
     def load_labels(self, index: int) -> Sample:
+        """An empty label sample (``image`` is None, no label layers, no image labels)."""
         return Sample(None, np.zeros((0, *self.label_size), np.int32), np.zeros(0, np.int64))
 
     def image_id(self, index: int) -> str:
+        """The file's path relative to the folder (POSIX separators)."""
         return self.files[index].relative_to(self.root).as_posix()
 
     def fingerprint(self) -> str:
-        """sha256 over every file's relative path and bytes, and the size."""
+        """SHA-256 hex digest over every file's relative path and bytes, and the size."""
         h = hashlib.sha256(f"images|size={self.size}".encode())
         for path in self.files:
             h.update(path.relative_to(self.root).as_posix().encode())
@@ -86,4 +90,5 @@ class ImageFiles:
         return h.hexdigest()
 
     def spec(self) -> str:
+        """The folder's path (the size is not part of it)."""
         return str(self.root)

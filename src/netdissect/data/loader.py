@@ -21,8 +21,21 @@ from .protocol import ConceptDataset, Sample
 
 @dataclass
 class Batch:
-    """indices: (B,) data set indices; images: (B, 3, H, W) uint8 RGB or None;
-    pixel_labels: (B, L, sh, sw) int64; image_labels: (B, M) int64 (0 pads)."""
+    """A batch of samples, as tensors, or the error met while loading it.
+
+    Attributes
+    ----------
+    indices : torch.Tensor
+        (B,) int64 data set indices.
+    images : torch.Tensor or None
+        (B, 3, H, W) uint8 RGB images; None for labels-only batches.
+    pixel_labels : torch.Tensor
+        (B, L, sh, sw) int64 label numbers, layers padded with 0 (L >= 1).
+    image_labels : torch.Tensor
+        (B, M) int64 image-level label numbers, padded with 0 (M >= 1).
+    error : NetDissectError or None
+        The error raised while loading a sample; the tensors are then empty.
+    """
 
     indices: torch.Tensor
     images: torch.Tensor | None
@@ -123,7 +136,28 @@ def batches(
     labels_only: bool = False,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader over ``indices`` in order (never shuffled: runs are reproducible)."""
+    """A DataLoader over ``indices`` in order (never shuffled: runs are reproducible).
+
+    Parameters
+    ----------
+    dataset : ConceptDataset
+        The data set.
+    indices : sequence of int
+        Data set indices, in the order the batches should follow.
+    batch_size : int
+        Samples per batch.
+    num_workers : int
+        Worker processes (0: load in the main process).
+    labels_only : bool
+        Load with ``dataset.load_labels`` (``Batch.images`` is None).
+    pin_memory : bool
+        Pin batches in memory for faster GPU transfers.
+
+    Returns
+    -------
+    torch.utils.data.DataLoader
+        Yields :class:`Batch` es; call :meth:`Batch.raise_error` on each.
+    """
     return DataLoader(
         _Indexed(dataset, indices, labels_only),
         batch_size=batch_size,

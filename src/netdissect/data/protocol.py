@@ -42,6 +42,19 @@ class ConceptTable:
     """The label numbers of a data set, their names and categories.
 
     ``categories`` is ordered; concept numbers need not be dense.
+
+    Parameters
+    ----------
+    concepts : iterable of Concept
+        The concepts, each with a distinct label number >= 1.
+    categories : sequence of str
+        Distinct category names, in order; every concept's category is one.
+
+    Raises
+    ------
+    DatasetError
+        For duplicate categories, a label number < 1 or used twice, or a
+        concept whose category is not listed.
     """
 
     def __init__(self, concepts: Iterable[Concept], categories: Sequence[str]):
@@ -55,7 +68,9 @@ class ConceptTable:
                     f"concept {c.name!r} has label number {c.number}; numbers start at 1 (0 means no label)"
                 )
             if c.number in self._by_number:
-                raise DatasetError(f"label number {c.number} is used twice ({self._by_number[c.number].name!r}, {c.name!r})")
+                raise DatasetError(
+                    f"label number {c.number} is used twice ({self._by_number[c.number].name!r}, {c.name!r})"
+                )
             if c.category not in self.categories:
                 raise DatasetError(
                     f"concept {c.name!r} has category {c.category!r}, not one of {list(self.categories)}"
@@ -80,9 +95,11 @@ class ConceptTable:
 
     @property
     def max_number(self) -> int:
+        """The largest label number (0 for an empty table)."""
         return max(self._by_number, default=0)
 
     def by_name(self, name: str) -> Concept:
+        """The concept called ``name``; raises DatasetError when there is none."""
         for c in self._by_number.values():
             if c.name == name:
                 return c
@@ -103,9 +120,11 @@ class ConceptTable:
         return out
 
     def numbers(self) -> list[int]:
+        """The label numbers in use, ascending."""
         return sorted(self._by_number)
 
     def to_json(self) -> dict:
+        """Categories and concepts (number, name, category, coverage) as a JSON-ready dict."""
         return {
             "categories": list(self.categories),
             "concepts": [
@@ -116,12 +135,14 @@ class ConceptTable:
 
     @classmethod
     def from_json(cls, obj: dict) -> "ConceptTable":
+        """The table :meth:`to_json` wrote."""
         return cls(
             [Concept(int(c["number"]), c["name"], c["category"], dict(c.get("coverage", {}))) for c in obj["concepts"]],
             obj["categories"],
         )
 
     def fingerprint(self) -> str:
+        """SHA-256 hex digest of the table's JSON (keys sorted)."""
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
 

@@ -283,19 +283,23 @@ class SyntheticConcepts:
         return Sample(image=image, pixel_labels=labels, image_labels=np.array([scene], dtype=np.int64))
 
     def load_labels(self, index: int) -> Sample:
+        """The labels of image ``index`` without painting it (``image`` is None)."""
         i = self._check_index(index)
         _, scene, regions, rmap = self._layout(i)
         return Sample(image=None, pixel_labels=self._labels(regions, rmap),
                       image_labels=np.array([scene], dtype=np.int64))
 
     def image_id(self, index: int) -> str:
+        """The index, zero-padded to six digits."""
         return f"{self._check_index(index):06d}"
 
     def fingerprint(self) -> str:
+        """SHA-256 hex digest of the generator version, n, seed and size."""
         key = f"{GENERATOR_VERSION}|n={self.n}|seed={self.seed}|size={self.size}"
         return hashlib.sha256(key.encode()).hexdigest()
 
     def spec(self) -> str:
+        """``synthetic:n=N,seed=S,size=Z``."""
         return f"synthetic:n={self.n},seed={self.seed},size={self.size}"
 
     # -- generation ------------------------------------------------------

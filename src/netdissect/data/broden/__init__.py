@@ -1,4 +1,6 @@
-"""The Broden data format: :class:`BrodenDataset` reads it, :func:`write_broden` writes it,
+"""The Broden data format: reading, writing, inspecting and checking it.
+
+:class:`BrodenDataset` reads it, :func:`write_broden` writes it,
 :func:`data_info` and :func:`check_broden` inspect and check it.
 
 A Broden folder (Bau et al. 2017) holds::

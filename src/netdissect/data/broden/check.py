@@ -47,6 +47,26 @@ class CategoryInfo:
 
 @dataclass
 class DataInfo:
+    """What :func:`data_info` found in a Broden folder.
+
+    Attributes
+    ----------
+    root : pathlib.Path
+        The folder.
+    images : int
+        Images listed in ``index.csv``.
+    splits : dict of str to int
+        Images per split.
+    image_size, label_size : tuple of int
+        (H, W) of the images and of the label maps.
+    categories : list of CategoryInfo
+        One entry per category, in ``category.csv`` order.
+    scanned : bool
+        Whether every label file was read (pixel coverage measured).
+    notes : list of str
+        Facts worth knowing that are not problems.
+    """
+
     root: Path
     images: int
     splits: dict[str, int]
@@ -58,15 +78,19 @@ class DataInfo:
     notes: list[str] = field(default_factory=list)
 
     def format(self) -> str:
+        """The summary as the lines ``netdissect data info`` prints."""
+        splits = ", ".join(f"{k}: {v}" for k, v in self.splits.items())
         lines = [
             f"{self.root}",
-            f"images: {self.images} ({', '.join(f'{k}: {v}' for k, v in self.splits.items())}); "
-            f"image size {self.image_size[0]}x{self.image_size[1]}, label size {self.label_size[0]}x{self.label_size[1]}",
+            f"images: {self.images} ({splits}); "
+            f"image size {self.image_size[0]}x{self.image_size[1]}, "
+            f"label size {self.label_size[0]}x{self.label_size[1]}",
             f"concepts: {sum(c.concepts for c in self.categories)} in {len(self.categories)} categories",
             "",
         ]
         cov_head = "pixel coverage" if self.scanned else "pixel coverage (--scan)"
-        head = f"{'category':12s} {'concepts':>8s} {'present':>8s} {'images':>8s} {cov_head:>24s}  most frequent (images)"
+        head = (f"{'category':12s} {'concepts':>8s} {'present':>8s} {'images':>8s} {cov_head:>24s}  "
+                "most frequent (images)")
         lines.append(head)
         for c in self.categories:
             cov = f"{100 * c.pixel_coverage:.1f}%" if c.pixel_coverage is not None else "-"
@@ -79,7 +103,7 @@ class DataInfo:
 
 
 def _recorded_stats(ds: BrodenDataset) -> dict[str, dict[int, tuple[int, float]]]:
-    """category -> {label number: (frequency, coverage)} from c_<category>.csv (empty when absent)."""
+    """Per category, {label number: (frequency, coverage)} from c_<category>.csv (empty when absent)."""
     out: dict[str, dict[int, tuple[int, float]]] = {}
     for cat in ds.concepts.categories:
         path = ds.root / f"c_{cat}.csv"
@@ -102,6 +126,29 @@ def data_info(root: "str | os.PathLike[str]", *, scan: bool = False, top: int = 
     Without ``scan`` only the CSV files are read (instant even for all of
     Broden); with ``scan`` every label file is read to measure each
     category's pixel coverage and each concept's image count.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The Broden folder.
+    scan : bool
+        Read every label file (pixel coverage, measured concept counts).
+    top : int
+        Most frequent concepts listed per category.
+    workers : int
+        Threads reading label files when scanning.
+    progress : bool
+        Show a progress bar while scanning.
+
+    Returns
+    -------
+    DataInfo
+        The summary; :meth:`DataInfo.format` renders it.
+
+    Raises
+    ------
+    DatasetError
+        When the folder does not open as a Broden data set.
     """
     ds = BrodenDataset(root)
     cats = list(ds.concepts.categories)
@@ -205,7 +252,7 @@ class Problem:
 
 
 def _listed_categories(ds: BrodenDataset) -> tuple[dict[int, set[str]], list[Problem]]:
-    """label number -> categories that label.csv or a c_ file lists it in; plus consistency problems."""
+    """Per label number, the categories that label.csv or a c_ file lists it in; plus consistency problems."""
     problems: list[Problem] = []
     path = ds.root / "label.csv"
     _, rows = read_csv(path, ["number", "name", "category"])

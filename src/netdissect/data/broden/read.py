@@ -366,6 +366,7 @@ class BrodenDataset:
         return self._row(index).image
 
     def image_path(self, index: int) -> Path:
+        """The image file of image ``index`` (under ``images/``)."""
         return self.root / "images" / self._row(index).image
 
     def split_name(self, index: int) -> str:
@@ -391,6 +392,7 @@ class BrodenDataset:
         return sample
 
     def load_labels(self, index: int) -> Sample:
+        """The label PNGs and image-level labels of image ``index`` (``image`` is None); raises DatasetError."""
         return self._labels(self._row(index))
 
     def _labels(self, row: _Row) -> Sample:

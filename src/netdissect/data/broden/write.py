@@ -33,7 +33,7 @@ def _safe_stem(image_id: str) -> str:
 
 
 def _fmt(x: float) -> str:
-    """Fixed-point decimal that the original readers parse as a float (``\\d+\\.\\d*``)."""
+    r"""Fixed-point decimal that the original readers parse as a float (``\d+\.\d*``)."""
     s = f"{x:.10f}".rstrip("0")
     return s + "0" if s.endswith(".") else s
 
@@ -236,11 +236,15 @@ def _write_contents(dataset: ConceptDataset, out: Path, fmt: str, quality: int, 
                 continue
             if lo < 0 or hi > max_number:
                 bad = np.unique(layer[(layer < 0) | (layer > max_number)])
-                raise DatasetError(f"image {i} ({ident}): label code(s) {bad[:10].tolist()} are not in the concept table")
+                raise DatasetError(
+                    f"image {i} ({ident}): label code(s) {bad[:10].tolist()} are not in the concept table"
+                )
             codes = np.flatnonzero(np.bincount(layer.ravel(), minlength=max_number + 1)[1:]) + 1
             if (cat_of[codes] < 0).any():
                 bad = codes[cat_of[codes] < 0]
-                raise DatasetError(f"image {i} ({ident}): label code(s) {bad[:10].tolist()} are not in the concept table")
+                raise DatasetError(
+                    f"image {i} ({ident}): label code(s) {bad[:10].tolist()} are not in the concept table"
+                )
             layer_cats = np.unique(cat_of[codes])
             if len(layer_cats) == 1:
                 layers[int(layer_cats[0])].append(layer)

@@ -88,6 +88,25 @@ def _check_fit(fit: str) -> str:
 
 
 def open_image(path: Path, what: str = "image") -> Image.Image:
+    """Open ``path`` with Pillow (lazily, not yet decoded).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    what : str
+        How error messages call the file ("image", "label map"...).
+
+    Returns
+    -------
+    PIL.Image.Image
+        The opened image; the caller closes it.
+
+    Raises
+    ------
+    DatasetError
+        When the file does not exist or is not an image Pillow can identify.
+    """
     try:
         im = Image.open(path)
     except FileNotFoundError:
@@ -141,6 +160,7 @@ def images_in(folder: Path) -> list[Path]:
 
 
 def ordered_categories(categories: Iterable[str]) -> list[str]:
+    """Distinct ``categories``: those of :data:`CATEGORY_ORDER` in its order, then the rest as given."""
     cats = list(dict.fromkeys(categories))
     known = [c for c in CATEGORY_ORDER if c in cats]
     return known + [c for c in cats if c not in CATEGORY_ORDER]
@@ -174,6 +194,20 @@ class ConvertedDataset:
     Subclasses set ``records``, ``concepts``, ``kind`` and ``options`` and
     implement ``_source_labels(record) -> (layers, image_labels)`` where
     layers are (H, W) int arrays of *label numbers* at source resolution.
+
+    Parameters
+    ----------
+    size : int or tuple of int
+        Image size: a side, or (H, W), each at least 2; labels are half of it.
+    fit : str
+        "stretch" (resize the whole image) or "crop" (the centred square).
+    colors : bool
+        Add a first label layer naming each pixel's colour (numbers 1..11).
+
+    Raises
+    ------
+    ConfigError
+        For a bad ``size`` or ``fit``.
     """
 
     kind = "converted"
@@ -205,12 +239,15 @@ class ConvertedDataset:
         return self.records[i]
 
     def image_id(self, index: int) -> str:
+        """The record's image id."""
         return self._record(index).image_id
 
     def split_name(self, index: int) -> str:
+        """The record's split."""
         return self._record(index).split
 
     def source_image(self, index: int) -> Path:
+        """The source image file of image ``index``."""
         return self._record(index).image
 
     def __getitem__(self, index: int) -> Sample:
@@ -232,11 +269,17 @@ class ConvertedDataset:
         return Sample(image, pixel, np.asarray(image_labels, dtype=np.int64))
 
     def load_labels(self, index: int) -> Sample:
+        """The labels of image ``index`` (``image`` is None); the image is still decoded, for the colours."""
         sample = self[index]  # colours need the image
         sample.image = None
         return sample
 
     def fingerprint(self) -> str:
+        """SHA-256 hex digest of the converter version, options, sizes, concepts and source files.
+
+        Source files enter by path, size and modification time, not content;
+        the digest is computed once and cached.
+        """
         if self._fingerprint is None:
             h = hashlib.sha256(f"{CONVERTER_VERSION}\n{self.kind}\n".encode())
             h.update(json.dumps(self.options, sort_keys=True, default=str).encode())
@@ -250,6 +293,7 @@ class ConvertedDataset:
         return self._fingerprint
 
     def spec(self) -> str:
+        """``KIND:SOURCE``, naming the converter and its source folder."""
         return f"{self.kind}:{self.options.get('source')}"
 
     # -- for subclasses -------------------------------------------------
@@ -265,6 +309,7 @@ class ConvertedDataset:
 
 
 def color_concepts() -> list[Concept]:
+    """The eleven colour concepts, numbers 1..11 in :data:`COLOR_CONCEPTS` order, category "color"."""
     return [Concept(i + 1, name, "color") for i, name in enumerate(COLOR_CONCEPTS)]
 
 

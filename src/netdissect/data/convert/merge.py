@@ -27,6 +27,17 @@ class MergedBroden:
     category (Broden's order), then in order of first appearance.  Every
     source must have the same image and label size.  Image ids are
     ``<source folder name>/<id>``.
+
+    Parameters
+    ----------
+    sources : sequence of str, os.PathLike or BrodenDataset
+        The Broden folders (or opened data sets), in order.
+
+    Raises
+    ------
+    DatasetError
+        With no source, when a source does not open, or when the sources'
+        image or label sizes differ.
     """
 
     def __init__(self, sources: Sequence["str | os.PathLike[str] | BrodenDataset"]):
@@ -39,7 +50,8 @@ class MergedBroden:
                 raise DatasetError(
                     f"cannot merge {ds.root} (images {ds.image_size[0]}x{ds.image_size[1]}, labels "
                     f"{ds.label_size[0]}x{ds.label_size[1]}) with {first.root} (images "
-                    f"{first.image_size[0]}x{first.image_size[1]}, labels {first.label_size[0]}x{first.label_size[1]}): "
+                    f"{first.image_size[0]}x{first.image_size[1]}, "
+                    f"labels {first.label_size[0]}x{first.label_size[1]}): "
                     f"all sources need the same sizes; convert them with the same --size"
                 )
         self.image_size = first.image_size
@@ -112,14 +124,17 @@ class MergedBroden:
         return self._remapped(s, self.sources[s][i])
 
     def load_labels(self, index: int) -> Sample:
+        """The source's labels of image ``index``, renumbered (``image`` is None)."""
         s, i = self._locate(index)
         return self._remapped(s, self.sources[s].load_labels(i))
 
     def image_id(self, index: int) -> str:
+        """``<source prefix>/<id in the source>``."""
         s, i = self._locate(index)
         return f"{self._prefix[s]}/{self.sources[s].image_id(i)}"
 
     def split_name(self, index: int) -> str:
+        """The split of image ``index`` in its source."""
         s, i = self._locate(index)
         return self.sources[s].split_name(i)
 
@@ -129,6 +144,7 @@ class MergedBroden:
         return self.sources[s].image_path(i)
 
     def fingerprint(self) -> str:
+        """SHA-256 hex digest of the sources' fingerprints and the merged concept table (cached)."""
         if self._fingerprint is None:
             h = hashlib.sha256(b"netdissect-merged-1\n")
             for ds in self.sources:
@@ -138,6 +154,7 @@ class MergedBroden:
         return self._fingerprint
 
     def spec(self) -> str:
+        """``merged:`` and the source folders joined by ``+``."""
         return "merged:" + "+".join(str(ds.root) for ds in self.sources)
 
 

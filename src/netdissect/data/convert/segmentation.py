@@ -1,4 +1,7 @@
-"""Segmentation folders (CamVid, Pascal VOC and the like): :class:`SegmentationFolders`, :func:`convert_segmentation`."""
+"""Segmentation folders (CamVid, Pascal VOC and the like).
+
+:class:`SegmentationFolders` reads them; :func:`convert_segmentation` converts them to Broden format.
+"""
 
 from __future__ import annotations
 
@@ -169,7 +172,8 @@ class SegmentationFolders(ConvertedDataset):
             self._lut[int(v)] = 0
         self.options = {
             "source": str(self.source.resolve()), "classes": str(self.classes_path.resolve()),
-            "category": category, "ignore": sorted(ignored_names), "ignore_values": sorted(int(v) for v in ignore_values),
+            "category": category, "ignore": sorted(ignored_names),
+            "ignore_values": sorted(int(v) for v in ignore_values),
             "images": images, "labels": labels, "label_suffix": label_suffix,
         }
         self.records = self._find(images, labels, label_suffix)

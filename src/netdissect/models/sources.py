@@ -219,11 +219,12 @@ def _timm(rest: str) -> LoadedModel:
     size = tuple(cfg["input_size"][-2:])
     patch_embed = getattr(module, "patch_embed", None)
     fixed = patch_embed is not None and getattr(patch_embed, "strict_img_size", True)
+    interpolation = cfg.get("interpolation")
     preprocess = Preprocess(
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         size=size if fixed else None,
-        interpolation=cfg.get("interpolation", "bilinear") if cfg.get("interpolation") in ("bilinear", "bicubic", "nearest") else "bilinear",
+        interpolation=interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear",
         crop_size=size[0],
         resize_size=int(round(size[0] / cfg.get("crop_pct", 0.875))),
     )

@@ -95,6 +95,7 @@ class SqueezeNetPlaces365(nn.Module):
         self.act10 = nn.LeakyReLU(SLOPE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) preprocessed BGR images -> (N, num_classes) logits (mean of the conv10 map)."""
         x = self.pool1(self.conv1(x))
         x = self.pool3(self.fire3(self.fire2(x)))
         x = self.pool5(self.fire5(self.fire4(x)))

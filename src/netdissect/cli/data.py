@@ -1,5 +1,7 @@
 """`netdissect data ...`: concept data tools.
 
+Usage::
+
     netdissect data synthetic OUT [--n 1000]
     netdissect data download broden1_224 [--dest DIR] [--url MIRROR] [--sha256 HEX]
     netdissect data convert segmentation SRC OUT --classes classes.txt [--category object]
@@ -17,6 +19,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    """Add the ``data`` command and its sub-commands to ``sub`` (an argparse sub-parsers object)."""
     p = sub.add_parser("data", help="concept data tools (download, convert, merge, check, ...)",
                        description="Download, create, convert, merge, inspect and check concept data sets "
                                    "in Broden format.")
@@ -159,6 +162,7 @@ def _add_convert(data_sub) -> None:
 
 
 def run_synthetic(args) -> int:
+    """``netdissect data synthetic``: write the synthetic data set as a Broden folder; returns 0."""
     from ..data.broden import write_broden
     from ..data.synthetic import SyntheticConcepts
 
@@ -169,6 +173,13 @@ def run_synthetic(args) -> int:
 
 
 def run_download(args) -> int:
+    """``netdissect data download``: list the known data sets, or download one; returns 0.
+
+    Raises
+    ------
+    ConfigError
+        When neither a name nor ``--list`` is given.
+    """
     from ..data.download import KNOWN_DATASETS, data_root, download_dataset, is_complete
     from ..errors import ConfigError
 
@@ -189,6 +200,7 @@ def run_download(args) -> int:
 
 
 def run_convert(args) -> int:
+    """``netdissect data convert``: convert or merge sources into a Broden folder and summarise it; returns 0."""
     from ..data import convert
     from ..data.broden import BrodenDataset
 
@@ -232,6 +244,7 @@ def _folder(spec: str) -> Path:
 
 
 def run_info(args) -> int:
+    """``netdissect data info``: print :func:`~netdissect.data.broden.data_info` of a folder; returns 0."""
     from ..data.broden import data_info
 
     info = data_info(_folder(args.dir), scan=args.scan, top=args.top, workers=args.workers, progress=args.scan)
@@ -240,6 +253,14 @@ def run_info(args) -> int:
 
 
 def run_check(args) -> int:
+    """``netdissect data check``: print every problem of a Broden folder.
+
+    Returns
+    -------
+    int
+        0 when the folder has no problem, else 1 (the count per kind goes to
+        stderr).
+    """
     from ..data.broden import BrodenDataset, check_broden
     from ..errors import DatasetError
 

@@ -142,7 +142,8 @@ def tally_table(result: LayerResult, concepts: ConceptTable, ties: str = "refere
         data[f"{cat}-intersect"] = result.intersect[rows, lab]
         data[f"{cat}-iou"] = scores[:, g]
     table = pd.DataFrame(data)
-    return table.sort_values(["score", "unit"], ascending=[False, ties == "first"], kind="stable").reset_index(drop=True)
+    table = table.sort_values(["score", "unit"], ascending=[False, ties == "first"], kind="stable")
+    return table.reset_index(drop=True)
 
 
 def unique_detectors(table: pd.DataFrame, categories: tuple[str, ...], threshold: float) -> dict[str, dict[str, Any]]:

@@ -156,6 +156,7 @@ class ImageSource:
 
     @property
     def available(self) -> bool:
+        """Whether the run's images can be read (else ``reason`` says why not)."""
         return self.dataset is not None
 
 
@@ -236,6 +237,7 @@ class StripRenderer:
 
     @property
     def loaded(self) -> int:
+        """How many run images have been loaded into the thumbnail bank."""
         return len(self._row)
 
     def load(self, needs: dict[int, set[int]], progress: Callable[[int], None] | None = None) -> None:
@@ -326,7 +328,7 @@ def _mosaics(thumbs: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 
 def needed_images(layers: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[int, set[int]]:
-    """run index -> the concepts whose outlines are needed on it, over (indices (U, n), concepts (U,)) pairs."""
+    """Per run index, the concepts whose outlines are needed on it, over (indices (U, n), concepts (U,)) pairs."""
     needs: dict[int, set[int]] = {}
     for indices, concepts in layers:
         for u in range(indices.shape[0]):

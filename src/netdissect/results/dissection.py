@@ -169,7 +169,7 @@ class DissectionData:
         return self._load(layer, "counts.npz")
 
     def top_images(self, layer: str) -> dict[str, np.ndarray]:
-        """indices (U, n), scores (U, n), maps (U, n, h, w) of each unit's top images."""
+        """The ``indices`` (U, n), ``scores`` (U, n) and ``maps`` (U, n, h, w) of each unit's top images."""
         return self._load(layer, "top_images.npz")
 
     @cached_property

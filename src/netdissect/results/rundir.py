@@ -115,6 +115,7 @@ class RunInfo:
         return {k: getattr(self, k) for k in keys}
 
     def to_json(self) -> dict[str, Any]:
+        """Every field, as the dict written to ``config.json``."""
         return asdict(self)
 
     @classmethod

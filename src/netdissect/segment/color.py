@@ -329,9 +329,13 @@ class ColorSegmenter:
 @register_segmenter("color")
 def _color(arg: str, options: dict[str, str], *, dataset=None, weights=None, spec: str = "color") -> ColorSegmenter:
     if arg:
-        raise ConfigError(f"segmenter spec {spec!r}: 'color' takes no argument after ':' (options go after '?', e.g. color?size=56)")
+        raise ConfigError(
+            f"segmenter spec {spec!r}: 'color' takes no argument after ':' (options go after '?', e.g. color?size=56)"
+        )
     if weights is not None:
-        raise ConfigError(f"segmenter spec {spec!r}: the colour segmenter takes no weights (got weights={str(weights)!r})")
+        raise ConfigError(
+            f"segmenter spec {spec!r}: the colour segmenter takes no weights (got weights={str(weights)!r})"
+        )
     check_options(spec, options, ["size"])
     size = parse_size(options["size"], f"segmenter spec {spec!r}") if "size" in options else None
     return ColorSegmenter(size)

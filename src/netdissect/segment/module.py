@@ -120,7 +120,8 @@ class ModuleSegmenter:
             categories = list(concept_categories)
             if len(categories) != len(names):
                 raise ModelError(
-                    f"concept_categories has {len(categories)} entries for {len(names)} concept_names; give one per class"
+                    f"concept_categories has {len(categories)} entries for {len(names)} concept_names; "
+                    "give one per class"
                 )
         number_of: dict[str, int] = {}
         category_of: dict[str, str] = {}
@@ -217,8 +218,12 @@ class ModuleSegmenter:
             If the module's output is not (N, C, h', w') logits with C
             classes.
         """
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
-            got = f"shape {tuple(images.shape)} {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
+        if (not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3
+                or images.dtype != torch.uint8):
+            if isinstance(images, torch.Tensor):
+                got = f"shape {tuple(images.shape)} {images.dtype}"
+            else:
+                got = type(images).__name__
             raise ConfigError(f"{self!r}.segment: images must be (N, 3, H, W) uint8 RGB, got {got}")
         device = self._device(images.device)
         x = self.preprocess(images.to(device))
@@ -233,7 +238,8 @@ class ModuleSegmenter:
                     f"{self!r}: the module returned a mapping without the key 'out' (keys: {sorted(map(str, out))})"
                 )
             out = out["out"]
-        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != images.shape[0] or out.shape[1] != self.num_classes:
+        if (not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != images.shape[0]
+                or out.shape[1] != self.num_classes):
             got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
             raise ModelError(
                 f"{self!r}: the module must return logits (N={images.shape[0]}, C={self.num_classes}, h, w), got {got}"
@@ -373,18 +379,22 @@ def module_segmenter(
         public = [n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n))]
         hint = close_matches(factory_name, public)
         raise ModelError(
-            f"segmenter spec {spec!r}: module {modname!r} has no callable {factory_name!r}" + (f"; {hint}" if hint else "")
+            f"segmenter spec {spec!r}: module {modname!r} has no callable {factory_name!r}"
+            + (f"; {hint}" if hint else "")
         )
     try:
         made = factory(**(options or {}))
     except TypeError as exc:
-        raise ModelError(f"segmenter spec {spec!r}: {modname}:{factory_name}(**{options or {}}) failed: {exc}") from None
+        raise ModelError(
+            f"segmenter spec {spec!r}: {modname}:{factory_name}(**{options or {}}) failed: {exc}"
+        ) from None
     if isinstance(made, nn.Module):
         names = getattr(made, "concept_names", None)
         if names is None:
             raise ModelError(
                 f"segmenter spec {spec!r}: {modname}:{factory_name}() returned a {type(made).__name__} without the "
-                "attribute concept_names (a list of one class name per logit channel; None or 'background' for no label)"
+                "attribute concept_names (a list of one class name per logit channel; "
+                "None or 'background' for no label)"
             )
         if weights is not None:
             load_weights(made, weights)

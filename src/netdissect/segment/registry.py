@@ -250,7 +250,8 @@ def load_segmenter(
     if name not in _FACTORIES:
         hint = close_matches(name, list(_FACTORIES))
         raise ConfigError(
-            f"segmenter spec {spec!r}: unknown segmenter {name!r}; allowed: {_allowed()}" + (f"; {hint}" if hint else "")
+            f"segmenter spec {spec!r}: unknown segmenter {name!r}; allowed: {_allowed()}"
+            + (f"; {hint}" if hint else "")
         )
     options = parse_options(query, text)
     return _FACTORIES[name](arg, options, dataset=dataset, weights=weights, spec=text)

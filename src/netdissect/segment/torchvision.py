@@ -126,7 +126,8 @@ def torchvision_segmenter(
     if name not in names:
         hint = close_matches(name, names)
         raise ConfigError(
-            f"torchvision has no segmentation model {name!r}; choose one of {', '.join(names)}" + (f"; {hint}" if hint else "")
+            f"torchvision has no segmentation model {name!r}; choose one of {', '.join(names)}"
+            + (f"; {hint}" if hint else "")
         )
     enum_weights = None
     if weights_name:
@@ -186,11 +187,13 @@ def torchvision_segmenter(
 
 
 @register_segmenter("torchvision", arg="NAME[:WEIGHTS]")
-def _torchvision(arg: str, options: dict[str, str], *, dataset=None, weights=None, spec: str = "torchvision") -> ModuleSegmenter:
+def _torchvision(arg: str, options: dict[str, str], *, dataset=None, weights=None,
+                 spec: str = "torchvision") -> ModuleSegmenter:
     name, _, weights_name = arg.partition(":")
     if not name:
         raise ConfigError(
-            f"segmenter spec {spec!r} must look like torchvision:NAME[:WEIGHTS], e.g. torchvision:deeplabv3_resnet50:DEFAULT"
+            f"segmenter spec {spec!r} must look like torchvision:NAME[:WEIGHTS], "
+            "e.g. torchvision:deeplabv3_resnet50:DEFAULT"
         )
     check_options(spec, options, ["size", "weights"])
     if "weights" in options and weights is not None:

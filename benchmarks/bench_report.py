@@ -67,8 +67,9 @@ def page_timings(url: str, chromium: str, repeat: int, all_images: bool) -> dict
                 context = browser.new_context(viewport={"width": 1280, "height": 900})
                 page = context.new_page()
                 errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                # bind this page's list: an event firing late must not land in the next page's
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
                 start = time.perf_counter()
                 page.goto(url, wait_until="load")
                 walls.append(time.perf_counter() - start)

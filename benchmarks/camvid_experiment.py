@@ -22,6 +22,7 @@ about 10 minutes on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -89,9 +90,9 @@ def dissect_all(args, data: Path, tag: str, layers_of, timings, **options) -> di
         w = args.assets / weights if weights else None
         protocol = options.get("protocol", "netdissect")
         results[title] = timed(f"dissect {spec} on {data.name} ({', '.join(names)}; {protocol})",
-                               lambda: netdissect.dissect(spec, data, layers=names, out=out, weights=w,
-                                                          progress=False, batch_size=32, num_workers=args.workers,
-                                                          **options), timings)
+                               functools.partial(netdissect.dissect, spec, data, layers=names, out=out, weights=w,
+                                                 progress=False, batch_size=32, num_workers=args.workers,
+                                                 **options), timings)
     return results
 
 

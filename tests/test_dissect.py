@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import IDENTITY, red_model, square_concepts
 from torch import nn
 
 import netdissect
-from netdissect.hooks import Trace
 from netdissect.errors import CaptureError, ConfigError, DatasetError, LayerError
-
-from helpers import IDENTITY, red_model, square_concepts
+from netdissect.hooks import Trace
 
 
 def exact_q(ds):
@@ -152,7 +151,7 @@ def test_changed_arguments_never_reuse_stale_state(tmp_path):
         run(Interrupting(ds, 15), tmp_path / "run", quantile=0.2, checkpoint_seconds=0)
     stale = list((tmp_path / "run" / ".cache").iterdir())
     result = run(ds, tmp_path / "run", quantile=0.1)
-    fresh = run(ds, tmp_path / "fresh", quantile=0.1)
+    run(ds, tmp_path / "fresh", quantile=0.1)
     assert (tmp_path / "run" / "layers" / "features" / "tally.csv").read_text() == (
         tmp_path / "fresh" / "layers" / "features" / "tally.csv").read_text()
     assert not any(p.exists() for p in stale)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from netdissect.hooks import Add, Apply, Scale, SetValue, Trace, Zero, layer_info, to_grid
 from netdissect.errors import CaptureError, LayerError
+from netdissect.hooks import Add, Apply, Scale, SetValue, Trace, Zero, layer_info, to_grid
 
 
 class Net(nn.Module):

@@ -176,7 +176,8 @@ def test_checkpoint_that_does_not_fit_leaves_the_model_as_it_was(tmp_path):
     sd["3.weight"] = torch.zeros(5, 4, 1, 1)  # wrong shape; every other key fits and would be copied
     sd["extra.bias"] = torch.zeros(1)
     with pytest.raises(ModelError, match=r"bad\.pt.*keys 1 unexpected \(e\.g\. extra\.bias\), "
-                                         r"1 with the wrong shape \(e\.g\. 3\.weight: file \(5, 4, 1, 1\) vs model \(2, 4, 1, 1\)\)"):
+                                         r"1 with the wrong shape \(e\.g\. 3\.weight: "
+                                         r"file \(5, 4, 1, 1\) vs model \(2, 4, 1, 1\)\)"):
         load_weights(model, _save(tmp_path / "bad.pt", sd))
     assert state_hash(model) == before
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import IDENTITY
 from PIL import Image
 from torch import nn
 
@@ -24,8 +25,6 @@ from netdissect.models import LoadedModel
 from netdissect.report import json_for_script, region_masks, write_report
 from netdissect.report.images import DIM, LABEL_RGB, REGION_RGB, StripSpec
 from netdissect.stats import upsample
-
-from helpers import IDENTITY
 
 EVIL = "<script>alert(1)</script>"
 SIZE = 32

@@ -13,10 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_report import EVIL, build_run, concept_images
 
 from netdissect.report import write_report
-
-from test_report import EVIL, build_run, concept_images
 
 CHROMIUM = os.environ.get("NETDISSECT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -11,7 +9,6 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netdissect.stats.tally import CellUpsampler
 from netdissect.stats import (
     IoUTally,
     LabelCounts,
@@ -21,6 +18,7 @@ from netdissect.stats import (
     float32_below,
     top_count,
 )
+from netdissect.stats.tally import CellUpsampler
 
 # -- exact quantiles ---------------------------------------------------------------
 

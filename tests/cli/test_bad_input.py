@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import square_concepts
 from PIL import Image
 from torch import nn
 
 from netdissect.data.broden import write_broden
 from netdissect.data.imageio import write_label_png
-
-from helpers import square_concepts
 
 PY = sys.executable
 # a tiny model spec keeps every subprocess fast: module:helpers_models:tiny (written below)

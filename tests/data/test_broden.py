@@ -378,7 +378,7 @@ def test_original_primary_category_rule_agrees(written, synthetic):
     cats = [r[0] for r in read_rows(written / "category.csv")[1:]]
     coverage, frequency = {}, {}
     for cat in cats:
-        for code, number, name, freq, cov in read_rows(written / f"c_{cat}.csv")[1:]:
+        for _code, number, _name, freq, cov in read_rows(written / f"c_{cat}.csv")[1:]:
             coverage[int(number), cat] = float(cov)
             frequency[int(number)] = frequency.get(int(number), 0) + int(freq)
     checked = 0

@@ -62,8 +62,8 @@ def expected_labels(source: np.ndarray, out: tuple[int, int], fit: str = "stretc
 
 def names_of(ds, numbers: np.ndarray) -> np.ndarray:
     """Label numbers -> concept names ('' for 0)."""
-    table = np.array([""] + [ds.concepts[n].name if n in ds.concepts else "?" for n in range(1, ds.concepts.max_number + 1)],
-                     dtype=object)
+    names = [ds.concepts[n].name if n in ds.concepts else "?" for n in range(1, ds.concepts.max_number + 1)]
+    table = np.array([""] + names, dtype=object)
     return table[numbers]
 
 
@@ -244,7 +244,7 @@ def test_ade20k_round_trip(tmp_path):
         for k, v in name_of.items():
             table[k] = v
 
-        def expected(mask_file):
+        def expected(mask_file, folder=folder, table=table):
             rgb = np.asarray(Image.open(folder / mask_file)).astype(np.int64)
             cls = rgb[..., 0] // 10 * 256 + rgb[..., 1]
             return table[expected_labels(cls, (112, 112))]
@@ -439,7 +439,8 @@ def test_ade20k_classes_levels_and_names(tmp_path):
     seg2[0] = 9
     ade_image(root, "ADE_train_2", seg2, [], [
         {"name_ndx": 5, "name": "window", "parts": {"part_level": 0}},
-        {"name_ndx": 9, "name": "plant, works, industrial plant", "parts": {"part_level": 0}}], ["indoor", "x", "lobby"])
+        {"name_ndx": 9, "name": "plant, works, industrial plant", "parts": {"part_level": 0}},
+    ], ["indoor", "x", "lobby"])
     # image 3: window as a part again -> parts win (2 images vs 1)
     ade_image(tmp_path / "ADE" / "validation" / "v", "ADE_val_3", seg, [part], obj, [])
     ds = ADE20KSource(tmp_path / "ADE", size=(12, 16))

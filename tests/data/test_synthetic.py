@@ -10,13 +10,13 @@ import pytest
 
 from netdissect.data import ConceptDataset, list_datasets, open_dataset
 from netdissect.data.synthetic import (
+    _PALETTE,
     CATEGORIES,
     COLORS,
     FOREGROUND_OBJECTS,
     PART_OF,
     SCENES,
     SyntheticConcepts,
-    _PALETTE,
 )
 from netdissect.errors import DatasetError
 

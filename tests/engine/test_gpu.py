@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import red_model, square_concepts
 
 import netdissect
 from netdissect.stats import IoUTally, TopKQuantile, float32_below
-
-from helpers import red_model, square_concepts
 
 pytestmark = [
     pytest.mark.gpu,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import IDENTITY, red_model, square_concepts
 from PIL import Image
 from torch import nn
 
@@ -14,8 +15,6 @@ from netdissect.engine.sources import ConceptSource, GeneratorSource, SegmentedS
 from netdissect.errors import ConfigError
 from netdissect.models import LoadedGenerator, Preprocess
 from netdissect.segment import OracleSegmenter, load_segmenter
-
-from helpers import IDENTITY, red_model, square_concepts
 
 COLORS = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], dtype=torch.float32) / 255
 

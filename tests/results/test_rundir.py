@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import IDENTITY, square_concepts
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -15,8 +16,6 @@ import netdissect
 from netdissect.errors import ConfigError
 from netdissect.paths import decode_name, encode_name
 from netdissect.results import write_labels
-
-from helpers import IDENTITY, square_concepts
 
 
 @given(st.text(max_size=40))

@@ -16,7 +16,8 @@ from netdissect.segment import ColorSegmenter, Segmenter, load_segmenter
 from netdissect.segment.color import _color_lut, box_resize
 
 ASSETS = Path(__file__).resolve().parents[3] / "shared" / "assets"
-needs_assets = pytest.mark.skipif(not (ASSETS / "data").is_dir(), reason=f"test assets not found at {ASSETS} (../shared/assets)")
+needs_assets = pytest.mark.skipif(not (ASSETS / "data").is_dir(),
+                                  reason=f"test assets not found at {ASSETS} (../shared/assets)")
 
 
 def _batch(arrays: np.ndarray) -> torch.Tensor:
@@ -169,4 +170,5 @@ def test_fingerprint_and_spec():
     a, b = ColorSegmenter(), load_segmenter("color")
     assert a.fingerprint() == b.fingerprint() == ColorSegmenter(lut=False).fingerprint()
     assert a.fingerprint() != ColorSegmenter(size=56).fingerprint()
-    assert load_segmenter(ColorSegmenter(size=(20, 30)).spec()).fingerprint() == ColorSegmenter(size=(20, 30)).fingerprint()
+    sized = ColorSegmenter(size=(20, 30))
+    assert load_segmenter(sized.spec()).fingerprint() == sized.fingerprint()

@@ -128,7 +128,8 @@ def test_weights_file_with_an_auxiliary_classifier(tmp_path):
 def test_weights_file_with_other_classes(tmp_path):
     import torchvision
 
-    model = torchvision.models.get_model("lraspp_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=5)
+    model = torchvision.models.get_model("lraspp_mobilenet_v3_large", weights=None, weights_backbone=None,
+                                         num_classes=5)
     path = tmp_path / "five.pt"
     torch.save(model.state_dict(), path)
     with pytest.raises(ModelError, match="has 5 classes.*module:package.module:factory"):

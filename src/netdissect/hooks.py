@@ -332,7 +332,15 @@ class SetValue(Edit):
 
 
 class Scale(Edit):
-    """Multiply units by ``factor`` (a float or a (C,) per-unit tensor)."""
+    """Multiply units by ``factor`` (a float or a (C,) per-unit tensor).
+
+    Parameters
+    ----------
+    factor : float or torch.Tensor
+        One factor, or (C,) per-unit factors over all units of the layer.
+    units, mask
+        As :class:`Edit`.
+    """
 
     def __init__(self, factor, units=None, mask=None):
         super().__init__(units, mask)
@@ -345,7 +353,15 @@ class Scale(Edit):
 
 
 class Add(Edit):
-    """Add a vector along the unit axis: ``vector`` is (C,) (or a float)."""
+    """Add a vector along the unit axis: ``vector`` is (C,) (or a float).
+
+    Parameters
+    ----------
+    vector : float or torch.Tensor
+        One value, or a (C,) vector over all units of the layer.
+    units, mask
+        As :class:`Edit`.
+    """
 
     def __init__(self, vector, units=None, mask=None):
         super().__init__(units, mask)
@@ -358,7 +374,15 @@ class Add(Edit):
 
 
 class Apply(Edit):
-    """Replace the output by ``fn(output)`` where selected (``fn`` must not change its input in place)."""
+    """Replace the output by ``fn(output)`` where selected (``fn`` must not change its input in place).
+
+    Parameters
+    ----------
+    fn : callable
+        Tensor -> tensor broadcastable to the layer's output.
+    units, mask
+        As :class:`Edit`.
+    """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], units=None, mask=None):
         super().__init__(units, mask)

@@ -234,6 +234,22 @@ class SyntheticConcepts:
     Samples: image (size, size, 3) uint8; pixel_labels (4, size//2, size//2)
     int32 with layers color, object, part, texture (0 = none); image_labels
     (1,) int64, the scene.
+
+    Parameters
+    ----------
+    n : int or str
+        Number of images (>= 0).
+    seed : int or str
+        Seed (>= 0); image i is drawn from (seed, i) alone.
+    size : int or str
+        Image side (>= 16).
+    **unknown
+        Any other option raises.
+
+    Raises
+    ------
+    DatasetError
+        For an unknown option, or a value that is not an integer or is too small.
     """
 
     def __init__(self, n=1000, seed=0, size=224, **unknown):

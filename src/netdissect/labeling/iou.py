@@ -122,6 +122,25 @@ def tally_table(result: LayerResult, concepts: ConceptTable, ties: str = "refere
     ``-iou``.  Rows by descending score; equal scores by descending unit
     (``ties="reference"``, as NetDissect-Lite) or ascending unit (``"first"``).
     Ties between categories: see :func:`best_category`.
+
+    Parameters
+    ----------
+    result : LayerResult
+        The layer's measurements (``iou`` (U, L), ``truth``, ``intersect``, ``denominator_pixels``).
+    concepts : ConceptTable
+        Names and categories of the label numbers.
+    ties : str
+        ``"reference"`` or ``"first"`` (:data:`TIE_RULES`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per unit.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown ``ties`` rule.
     """
     _check_ties(ties)
     labels, scores = best_per_category(result.iou, concepts)

@@ -86,6 +86,29 @@ def load_model(
     Randomly initialised weights are drawn from a fixed seed (``torch`` 's
     global generator is left untouched), so ``torchvision:resnet18`` without
     weights is the same network in every process: a reproducible baseline.
+
+    Parameters
+    ----------
+    spec : str
+        A built-in name (:func:`list_models`, optionally ``builtin:NAME``) or
+        ``SOURCE:REST`` for a registered source (:func:`list_sources`, e.g.
+        ``torchvision:resnet18``, ``timm:NAME[:pretrained]``,
+        ``module:package.module:factory``).
+    weights : str or pathlib.Path, optional
+        A weights file loaded with :func:`~netdissect.models.load_weights`.
+    input_size : tuple of int, optional
+        (H, W) to resize inputs to, replacing the preprocessing's size.
+
+    Returns
+    -------
+    LoadedModel
+        The module (in eval mode), its preprocessing, spec and weights.
+
+    Raises
+    ------
+    ModelError
+        For an empty or unknown spec, a source that cannot build the model,
+        or weights that do not fit.
     """
     if not isinstance(spec, str) or not spec:
         raise ModelError(f"model spec must be a non-empty string, got {spec!r}")

@@ -103,6 +103,27 @@ def plot_categories(result: "Dissection", layer: str | None = None, *, conventio
     default (``convention="both"``: solid = per-category, light =
     top-label) or the one named.  Without: one bar per layer in each
     category group, for one convention (default ``"per-category"``).
+
+    Parameters
+    ----------
+    result : Dissection
+        The dissection.
+    layer : str, optional
+        One layer; None: every layer.
+    convention : str, optional
+        "per-category" or "top-label" (and, with ``layer``, "both").
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; None: a new pyplot figure.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+
+    Raises
+    ------
+    ConfigError
+        For a layer the run does not have or an unknown convention.
     """
     categories = list(result.concepts.categories)
     colors = category_colors(categories)
@@ -159,6 +180,27 @@ def plot_iou_distribution(result: "Dissection", layer: str | None = None, *, bin
     With ``layer``: a histogram, detectors in colour.  Without: per layer,
     the fraction of units whose best IoU exceeds x (at the cut-off: the
     share of detectors), so layers of different widths compare.
+
+    Parameters
+    ----------
+    result : Dissection
+        The dissection; its ``iou_threshold`` is the cut-off.
+    layer : str, optional
+        One layer; None: every layer.
+    bins : int
+        Histogram bins (with ``layer``; the range also sets the x axis).
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; None: a new pyplot figure.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+
+    Raises
+    ------
+    ConfigError
+        For a layer the run does not have.
     """
     cut = result.iou_threshold
     labels = result.labels
@@ -197,7 +239,29 @@ def plot_iou_distribution(result: "Dissection", layer: str | None = None, *, bin
 
 def plot_layers(result: "Dissection", *, convention: str = "per-category", legend: bool = True,
                 ax: "Axes | None" = None) -> "Axes":
-    """Unique detectors per layer, stacked by category (the paper's layer comparison)."""
+    """Unique detectors per layer, stacked by category (the layer comparison of Bau et al. 2017).
+
+    Parameters
+    ----------
+    result : Dissection
+        The dissection.
+    convention : str
+        "per-category" or "top-label".
+    legend : bool
+        Draw the category legend (right of the axes).
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; None: a new pyplot figure.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown convention.
+    """
     _check_convention(convention, ("per-category", "top-label"))
     categories = list(result.concepts.categories)
     colors = category_colors(categories)

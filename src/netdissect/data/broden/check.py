@@ -381,6 +381,20 @@ def check_broden(root: "str | os.PathLike[str]", *, workers: int = 4, progress: 
     ``0`` is "no label", not an unknown label.  A structural error that
     stops the folder from opening at all is returned alone.  Notes that are
     not problems are in ``BrodenDataset(root).notes``.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The Broden folder.
+    workers : int
+        Threads checking the images (rows of ``index.csv``).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    list of Problem
+        Every problem found, in order.
     """
     try:
         ds = BrodenDataset(root)

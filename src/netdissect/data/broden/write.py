@@ -85,6 +85,37 @@ def write_broden(
     data set with an ``image_file(i)`` method returning an already encoded
     image of the right size and of format ``image_format`` has that file
     copied byte for byte instead of being decoded and encoded again.
+
+    Parameters
+    ----------
+    dataset : ConceptDataset
+        The data set to write (its ``split_name(i)``, when present, fills the
+        ``split`` column).
+    root : str or os.PathLike
+        The folder to create.
+    image_format : str
+        "jpg" (or "jpeg") or "png".
+    quality : int
+        JPEG quality, 1 to 100.
+    progress : bool
+        Show a progress bar.
+    overwrite : bool
+        Replace an existing ``root``.
+    workers : int
+        Processes loading samples (0: the calling process).
+
+    Returns
+    -------
+    pathlib.Path
+        The written folder.
+
+    Raises
+    ------
+    ConfigError
+        For a bad ``image_format``, ``quality`` or ``workers``.
+    DatasetError
+        When ``root`` exists (without ``overwrite``) or a sample does not
+        fit the data set's sizes or concept table.
     """
     fmt = str(image_format).lower().lstrip(".")
     fmt = "jpg" if fmt == "jpeg" else fmt

@@ -90,5 +90,5 @@ class ImageFiles:
         return h.hexdigest()
 
     def spec(self) -> str:
-        """The folder's path (the size is not part of it)."""
-        return str(self.root)
+        """The folder's path, with ``?size=N`` when the size is not the default 224."""
+        return str(self.root) if self.size == 224 else f"{self.root}?size={self.size}"

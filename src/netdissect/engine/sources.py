@@ -425,7 +425,17 @@ def open_images(spec, *, size: int | None = None) -> ConceptDataset:
 
     if not isinstance(spec, (str, Path)):
         return spec
-    path = Path(str(spec)).expanduser()
+    text = str(spec)
+    base, _, query = text.partition("?")
+    path = Path(base).expanduser()
     if path.is_dir() and not (path / "index.csv").is_file():
-        return ImageFiles(path, size=size or 224)
+        options = dict(part.partition("=")[::2] for part in query.replace("&", ",").split(",") if part)
+        unknown = sorted(set(options) - {"size"})
+        if unknown:
+            raise DatasetError(f"image folder spec {text!r}: unknown option(s) {', '.join(unknown)}; allowed: size")
+        try:
+            side = int(options.get("size", size or 224))
+        except ValueError:
+            raise DatasetError(f"image folder spec {text!r}: size must be an integer") from None
+        return ImageFiles(path, size=side)
     return open_dataset(spec)

@@ -129,7 +129,9 @@ def _load_model(spec, weights, input_size) -> LoadedModel:
             )
         loaded = _BUILTIN[spec]()
     elif source == "builtin":
-        return _load_model(rest, weights, input_size)
+        loaded = _load_model(rest, weights, input_size)
+        loaded.spec = spec
+        return loaded
     elif source in _SOURCES:
         loaded = _SOURCES[source](rest)
     else:

@@ -178,7 +178,7 @@ class TopKQuantile(Statistic):
 
     def merge(self, other: "TopKQuantile") -> None:
         """Fold in the values another instance of the same configuration saw."""
-        self._check_same(other, "units", "q", "total", "k", "sample_rate")
+        self._check_same(other, "units", "q", "total", "k", "sample_rate", "seed")
         self.count += other.count
         self.kept += other.kept
         self._absorb(other.values.to(self.values.device))
@@ -229,7 +229,7 @@ class TopKQuantile(Statistic):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`; raises ValueError when the configuration differs."""
-        for key in ("units", "q", "total", "k", "sample_rate"):
+        for key in ("units", "q", "total", "k", "sample_rate", "seed"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"saved TopKQuantile has {key}={state[key]}, this one {getattr(self, key)}")
         self.values = state["values"].to(self.values.device)

@@ -41,6 +41,10 @@ class DownloadError(NetDissectError):
     """A download failed, was truncated or did not match its checksum."""
 
 
+class RunInUseError(NetDissectError):
+    """Another process is writing into the same run directory (it holds ``RUN_DIR/.lock``)."""
+
+
 def close_matches(name: str, choices: Iterable[str], n: int = 5) -> str:
     """A short human phrase listing the choices closest to ``name``."""
     choices = list(choices)

@@ -36,7 +36,15 @@ from .engine.cache import ActivationCache
 from .engine.checkpoint import DONE, Checkpoint
 from .engine.distributed import Dist, default_device
 from .engine.passes import Engine, Pass
-from .engine.plan import check_run_dir, probe_layers, resolve_device, run_key, use_disk_cache, versions
+from .engine.plan import (
+    check_run_dir,
+    hold_run_dir,
+    probe_layers,
+    resolve_device,
+    run_key,
+    use_disk_cache,
+    versions,
+)
 from .engine.sources import ConceptSource, GeneratorSource, SegmentedSource, Source, open_images
 from .errors import ConfigError, DatasetError, close_matches
 from .labeling.base import LayerResult
@@ -62,6 +70,7 @@ def dissect(
     generator: "str | LoadedGenerator | None" = None,
     samples: int | None = None,
     progress: bool = True,
+    wait: bool = False,
     **options: Any,
 ) -> Dissection:
     """Dissect ``layers`` of a model (or a generator) and label every unit with a concept.
@@ -97,6 +106,10 @@ def dissect(
         Generator samples (default 1000); latents from ``seed``.
     progress : bool
         Show progress bars.
+    wait : bool
+        When another process is writing into ``out`` (it holds
+        ``out/.lock``), wait for it to finish instead of raising
+        :class:`~netdissect.errors.RunInUseError`.
 
     Returns
     -------
@@ -109,6 +122,8 @@ def dissect(
         For unknown or inconsistent options.
     ModelError, LayerError, DatasetError
         For a model, layer or data set that cannot be used.
+    RunInUseError
+        When another process is writing into ``out`` (and ``wait`` is false).
     """
     config = _merge_options(config or DissectConfig(), options)
     if generator is not None:
@@ -136,8 +151,9 @@ def dissect(
         preprocess_json = loaded.preprocess.to_json()
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="netdissect-"))
     check_run_dir(run_dir)
-    return _Dissect(module, spec, weights_name, preprocess_json, source, list(layers), config, run_dir,
-                    progress).execute()
+    with hold_run_dir(run_dir, wait=wait, dist=Dist.current()):  # one run at a time writes into run_dir
+        return _Dissect(module, spec, weights_name, preprocess_json, source, list(layers), config, run_dir,
+                        progress).execute()
 
 
 def _merge_options(config: DissectConfig, options: dict[str, Any]) -> DissectConfig:
@@ -230,12 +246,13 @@ class _Dissect:
         info = self.info()
         labeler = IoULabeler(self.config.iou_threshold)
         done = Dissection.load_if_complete(self.run_dir, info.key, labeler.threshold)
+        ckpt = Checkpoint(self.run_dir, info.key, dist=self.dist, interval=self.config.checkpoint_seconds)
         if self.dist.all_true(done is not None):
             log.info("results for these arguments are already complete in %s", self.run_dir)
             return done
-        ckpt = Checkpoint(self.run_dir, info.key, dist=self.dist, interval=self.config.checkpoint_seconds)
-        ckpt.prepare()
+        # every layer is checked before anything in the run directory changes
         shapes = probe_layers(self.module, self.source.probe_input(self.device), self.layer_names)
+        ckpt.prepare()
         cache = ActivationCache(ckpt.directory, {n: (u, *g) for n, (u, g) in shapes.items()},
                                 prefix="acts" if self.dist.world == 1 else f"acts-r{self.dist.rank}")
         shard = self.dist.shard(self.n, self.config.batch_size)

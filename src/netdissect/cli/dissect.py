@@ -91,6 +91,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="keep activations on disk for the second pass, or run the model twice")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     g.add_argument("--no-report", action="store_true", help="do not write the HTML report (RUN_DIR/report/)")
+    g.add_argument("--wait", action="store_true",
+                   help="when another process is writing into the run directory, wait for it to finish "
+                        "(default: stop at once, naming that process)")
 
 
 def _options(args) -> dict:
@@ -111,27 +114,31 @@ def _options(args) -> dict:
 
 
 def run_dissect(args) -> int:
-    from ..pipeline import dissect
     from ..engine.distributed import init_from_env
+    from ..engine.plan import check_run_dir, hold_run_dir
     from ..errors import ConfigError
     from ..models import load_model
+    from ..pipeline import dissect
 
     dist = init_from_env()
-    if args.generator:
-        if args.data:
-            raise ConfigError("--generator dissects the generator on its own samples: leave out --data")
-        result = dissect(generator=args.generator, weights=args.weights, segmenter=args.segmenter,
-                         samples=args.samples, layers=args.layers, out=args.out, progress=not args.no_progress,
-                         **_options(args))
-    else:
-        if args.samples is not None:
-            raise ConfigError("--samples is for --generator; with --data every image is used")
-        loaded = load_model(args.model, weights=args.weights, input_size=args.input_size)
-        result = dissect(loaded, args.data or "synthetic", layers=args.layers, out=args.out,
-                         segmenter=args.segmenter, progress=not args.no_progress, **_options(args))
-    if dist.is_main:
-        print_summary(result)
-        _report(result, args)
+    if args.generator and args.data:
+        raise ConfigError("--generator dissects the generator on its own samples: leave out --data")
+    if not args.generator and args.samples is not None:
+        raise ConfigError("--samples is for --generator; with --data every image is used")
+    check_run_dir(args.out)
+    # the run directory is locked from before the dissection until its report is written
+    with hold_run_dir(args.out, wait=args.wait, dist=dist):
+        if args.generator:
+            result = dissect(generator=args.generator, weights=args.weights, segmenter=args.segmenter,
+                             samples=args.samples, layers=args.layers, out=args.out, progress=not args.no_progress,
+                             **_options(args))
+        else:
+            loaded = load_model(args.model, weights=args.weights, input_size=args.input_size)
+            result = dissect(loaded, args.data or "synthetic", layers=args.layers, out=args.out,
+                             segmenter=args.segmenter, progress=not args.no_progress, **_options(args))
+        if dist.is_main:
+            print_summary(result)
+            _report(result, args)
     return 0
 
 
@@ -180,15 +187,18 @@ def run_models(args) -> int:
 
 
 def run_demo(args) -> int:
-    from ..pipeline import dissect
+    from ..engine.plan import check_run_dir, hold_run_dir
     from ..models import load_model
+    from ..pipeline import dissect
 
     print(f"Dissecting EfficientNet-Lite0 (real ImageNet weights) on {args.images} synthetic concept images, "
           f"layers {' '.join(args.layers)}.")
     loaded = load_model("efficientnet_lite0", input_size=args.input_size)
-    result = dissect(loaded, f"synthetic:n={args.images}", layers=args.layers, out=args.out,
-                     progress=not args.no_progress, **_options(args))
-    print()
-    print_summary(result)
-    _report(result, args)
+    check_run_dir(args.out)
+    with hold_run_dir(args.out, wait=args.wait):
+        result = dissect(loaded, f"synthetic:n={args.images}", layers=args.layers, out=args.out,
+                         progress=not args.no_progress, **_options(args))
+        print()
+        print_summary(result)
+        _report(result, args)
     return 0

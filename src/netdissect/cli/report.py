@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--columns", type=int, default=5, help="thumbnails per row of a unit's strip (default 5)")
     p.add_argument("--quality", type=int, default=75, help="JPEG quality of the strips, 1-95 (default 75)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--wait", action="store_true",
+                   help="when another process is writing into RUN_DIR, wait for it to finish (default: stop at once, "
+                        "naming that process)")
     p.set_defaults(func=run_report)
 
 
@@ -33,7 +36,7 @@ def run_report(args) -> int:
     # reason is logged as a warning (stderr); --data points at where the data is now.
     dataset = _open_data(args.run_dir, args.data, args.no_images) if args.data is not None else None
     index = write_report(args.run_dir, out=args.out, dataset=dataset, images=not args.no_images, thumb=args.thumb,
-                         columns=args.columns, quality=args.quality, progress=not args.no_progress)
+                         columns=args.columns, quality=args.quality, progress=not args.no_progress, wait=args.wait)
     print(f"Report: {index}")
     print(f"Open it in a browser: {index.resolve().as_uri()}")
     return 0

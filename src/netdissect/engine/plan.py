@@ -1,17 +1,19 @@
-"""Planning a run before its first batch: layer shapes, the run's key, where pass 2 reads activations."""
+"""Planning a run before its first batch: layer shapes, the run's key, where pass 2 reads activations, the lock."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from ..hooks import Trace
 from .cache import cache_fits
+from .distributed import Dist, RankFailed
 
 
 def probe_layers(module: nn.Module, x: Any, layers: list[str]) -> dict[str, tuple[int, tuple[int, int]]]:
@@ -110,3 +112,55 @@ def check_run_dir(path) -> None:
     if p.exists() and not p.is_dir():
         raise ConfigError(f"--out {str(p)!r} is an existing file, not a folder; give a new or existing folder "
                           "for the run directory")
+
+
+@contextmanager
+def hold_run_dir(path, *, wait: bool = False, dist: Dist | None = None) -> Iterator[None]:
+    """Hold the run directory's lock (``RUN_DIR/.lock``) inside the block: one run writes into a folder at a time.
+
+    In a multi-process run only rank 0 takes the lock, before any rank
+    touches the folder; every rank then learns whether it got it, so that
+    all of them raise (instead of waiting for rank 0 in a collective) when
+    the folder is in use.  With ``wait``, rank 0 waits for the folder while
+    the other ranks wait for rank 0 (at most the process group's timeout).
+
+    Parameters
+    ----------
+    path : str or Path
+        The run directory (created when missing; removed again on leaving
+        when it stayed empty).
+    wait : bool
+        Wait for another process using the folder to finish, instead of raising.
+    dist : Dist, optional
+        This process's rank (one process when None).
+
+    Raises
+    ------
+    RunInUseError
+        On every rank, naming the process using the folder.
+    RankFailed
+        On the other ranks, when rank 0 could not take the lock for another reason.
+    """
+    from ..errors import RunInUseError
+    from ..results import lock
+
+    dist = dist or Dist()
+    failure: BaseException | None = None
+    if dist.is_main:
+        try:
+            lock.acquire(path, wait=wait)
+        except Exception as exc:  # noqa: BLE001 -- told to the other ranks, then raised
+            failure = exc
+    if dist.world > 1:
+        told = dist.broadcast(None if failure is None else (isinstance(failure, RunInUseError), str(failure)), 0)
+        if told is not None and failure is None:
+            busy, message = told
+            raise RunInUseError(message) if busy else RankFailed(
+                f"rank 0 could not lock the run directory {path}: {message}")
+    if failure is not None:
+        raise failure
+    try:
+        yield
+    finally:
+        if dist.is_main:
+            lock.release(path)

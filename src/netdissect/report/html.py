@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from ..data.protocol import ConceptDataset
 from ..errors import ConfigError
 from ..labeling.iou import CONVENTIONS, is_detector
 from ..results import DissectionData as Dissection
+from ..results.lock import locked
 from . import plots
 from .images import LABEL_RGB, REGION_RGB, ImageSource, StripRenderer, StripSpec, needed_images
 
@@ -315,7 +317,7 @@ def _replace_folder(tmp: Path, dest: Path) -> None:
 
 def write_report(run_dir: str | Path, *, out: str | Path | None = None, dataset: ConceptDataset | None = None,
                  images: bool = True, thumb: int = 96, columns: int = 5, quality: int = 75,
-                 progress: bool = False) -> Path:
+                 progress: bool = False, wait: bool = False) -> Path:
     """Write the HTML report of a finished run; returns the path of its ``index.html``.
 
     run_dir: a complete run directory.  out: the report folder (default
@@ -324,7 +326,9 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, dataset:
     (e.g. an in-memory one); without it, or with ``images=False``, the report
     is built without image strips and says why.  thumb: thumbnail height in
     pixels; columns: thumbnails per row of a unit's strip; quality: JPEG
-    quality.  progress: show a progress bar while loading images.
+    quality.  progress: show a progress bar while loading images.  wait:
+    when another process is writing into the run directory (it holds
+    ``RUN_DIR/.lock``), wait for it instead of raising RunInUseError.
     """
     if not 16 <= int(thumb) <= 512:
         raise ConfigError(f"thumb={thumb} is out of range; thumbnail height must be 16..512 pixels")
@@ -332,6 +336,12 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, dataset:
         raise ConfigError(f"columns={columns} is out of range; thumbnails per row must be 1..50")
     if not 1 <= int(quality) <= 95:
         raise ConfigError(f"quality={quality} is out of range; JPEG quality must be 1..95")
+    # the same lock as a dissection: no report of a run that is being (re)written
+    with locked(run_dir, wait=wait) if Path(run_dir).is_dir() else nullcontext():
+        return _write_report(run_dir, out, dataset, images, thumb, columns, quality, progress)
+
+
+def _write_report(run_dir, out, dataset, images, thumb, columns, quality, progress) -> Path:
     started = time.time()
     result = Dissection.load(run_dir)
     dest = Path(out) if out is not None else result.run_dir / REPORT_DIR

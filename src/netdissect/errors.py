@@ -7,6 +7,7 @@ allowed, so the message alone tells a user how to fix the call.
 from __future__ import annotations
 
 import difflib
+import errno
 from typing import Iterable
 
 
@@ -39,6 +40,29 @@ class DatasetError(NetDissectError):
 
 class DownloadError(NetDissectError):
     """A download failed, was truncated or did not match its checksum."""
+
+
+class DiskFullError(NetDissectError, OSError):
+    """Writing a file failed because its disk (or the user's quota) is full.
+
+    The message names the file, the space it needs and the space free; what
+    was finished before is kept (see :mod:`netdissect.storage`).
+
+    Attributes
+    ----------
+    path : str or None
+        The file or folder being written.
+    needed, free : int or None
+        Bytes the write needed (an estimate) and bytes free on that disk, when known.
+    """
+
+    def __init__(self, message: str, *, path=None, needed: int | None = None, free: int | None = None):
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+        self.path, self.needed, self.free = (None if path is None else str(path)), needed, free
+
+    def __str__(self) -> str:  # OSError would otherwise format errno and filename
+        return str(self.args[0]) if self.args else ""
 
 
 class RunInUseError(NetDissectError):

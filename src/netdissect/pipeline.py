@@ -34,7 +34,7 @@ from .data.protocol import ConceptDataset
 from .dissection import Dissection
 from .engine.cache import ActivationCache
 from .engine.checkpoint import DONE, Checkpoint
-from .engine.distributed import Dist, default_device
+from .engine.distributed import Dist, RankFailed, default_device
 from .engine.passes import Engine, Pass
 from .engine.plan import (
     check_run_dir,
@@ -53,6 +53,7 @@ from .models import LoadedGenerator, LoadedModel, Preprocess, load_generator, lo
 from .results.rundir import RunInfo, write_run
 from .stats import LabelCounts
 from .stats.group import IoUStats, StatGroup, ThresholdStats
+from .storage import disk_full_as_error, tensor_bytes
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,9 @@ def dissect(
         For a model, layer or data set that cannot be used.
     RunInUseError
         When another process is writing into ``out`` (and ``wait`` is false).
+    DiskFullError
+        When the disk fills up; what was finished is kept, and the same call
+        resumes once space is freed.
     """
     config = _merge_options(config or DissectConfig(), options)
     if generator is not None:
@@ -271,11 +275,23 @@ class _Dissect:
                         activations="cache-read" if use_disk else "forward", description="pass 2/2: IoU"))
         info.activation_cache = "disk" if use_disk else "recompute"
         results = self._results(first, second, shapes)
+        failure: BaseException | None = None
         if self.dist.is_main:
             info.seconds = round(time.time() - self.started, 3)
-            write_run(self.run_dir, info, self.concepts, results, self.source.image_id, labeler)
+            try:
+                with disk_full_as_error("the results into", self.run_dir, _results_bytes(results),
+                                        "both passes are saved in the checkpoint: free some space and run the same "
+                                        "command again to write the results"):
+                    write_run(self.run_dir, info, self.concepts, results, self.source.image_id, labeler)
+            except BaseException as exc:  # raised below, once the other ranks know (instead of a barrier)
+                failure = exc
         cache.delete()
-        self.dist.barrier()
+        told = self.dist.gather(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if told[0] is not None:
+            raise RankFailed(f"rank 0 could not write the results ({told[0]}); the state of every rank is saved: "
+                             "fix the cause and run the same command again")
         return Dissection.load(self.run_dir)
 
     # -- passes ---------------------------------------------------------------------
@@ -351,3 +367,13 @@ class _Dissect:
                 top_maps=s.maps.maps.cpu().numpy(),
             )
         return out
+
+
+def _results_bytes(results: dict[str, LayerResult]) -> int:
+    """About the bytes the run directory's files of ``results`` take (arrays, and the text of each tally.csv)."""
+    total = 0
+    for r in results.values():
+        total += tensor_bytes([r.iou, r.thresholds, r.intersect, r.denominator_pixels, r.mask_pixels, r.truth,
+                               r.top_indices, r.top_scores, r.top_maps])
+        total += r.iou.shape[0] * (64 + 5 * 24 * r.denominator_pixels.shape[1])  # tally.csv: 5 numbers a category
+    return total + (64 << 10)

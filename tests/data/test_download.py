@@ -384,3 +384,87 @@ def test_cli_download(server, broden_zip, tmp_path, capsys):
     assert rc == 2 and "checksum mismatch" in capsys.readouterr().err
     assert main(["data", "download", "--list", "--dest", str(tmp_path)]) == 0
     assert "broden1_227" in capsys.readouterr().out
+
+
+# -- a full disk (issue 8, kind 7) --------------------------------------------------------
+
+
+class _FullDisk:
+    """``open`` for the download module: files whose name ends with ``suffix`` take ``room`` bytes, then ENOSPC."""
+
+    def __init__(self, suffix: str, room: int):
+        self.suffix, self.room = suffix, room
+
+    def __call__(self, path, mode="r", *args, **kw):
+        import builtins
+
+        f = builtins.open(path, mode, *args, **kw)
+        if "r" in mode or not str(path).endswith(self.suffix):
+            return f
+        disk = self
+
+        class File:
+            def write(self, data):
+                import errno
+                import os
+
+                data = bytes(data)
+                f.write(data[: disk.room])
+                f.flush()
+                if len(data) > disk.room:
+                    disk.room = 0
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                disk.room -= len(data)
+                return len(data)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                f.close()
+
+        return File()
+
+
+def test_a_full_disk_stops_the_download_at_once_and_resumes_later(server, broden_zip, tmp_path, monkeypatch, capsys):
+    import netdissect.data.download as download
+    from netdissect import storage
+    from netdissect.errors import DiskFullError
+
+    data, _ = broden_zip
+    server.files["/full.zip"] = data
+    monkeypatch.setattr(storage, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(download, "open", _FullDisk(".part", 1000), raising=False)
+    dest = tmp_path / "full.zip"
+    with pytest.raises(DiskFullError) as info:
+        download_file(server.url("/full.zip"), dest, sha256=sha(data), retries=3, progress=False)
+    message = str(info.value)
+    part = tmp_path / "full.zip.part"
+    assert message.startswith("disk full while writing the download of") and str(part) in message, message
+    assert f"needs about {storage.format_bytes(len(data) - 1000)} and 1000 bytes are free" in message, message
+    assert "run the same command again to resume" in message
+    assert len(server.requests) == 1  # not taken for a dropped connection: no retry
+    assert part.read_bytes() == data[:1000]  # kept, to resume
+
+    # the command line: one line, exit status 2
+    rc = main(["data", "download", "full", "--url", server.url("/full.zip"), "--dest", str(tmp_path)])
+    err = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if line.strip() and "%|" not in line]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("netdissect data: error: disk full"), err
+
+    monkeypatch.undo()  # space freed: the same call resumes where it stopped
+    download_file(server.url("/full.zip"), dest, sha256=sha(data), retries=0, progress=False)
+    assert server.requests[-1] == ("/full.zip", "bytes=1000-")
+    assert dest.read_bytes() == data
+
+
+def test_a_full_disk_while_extracting_leaves_nothing_behind(tmp_path, broden_zip, monkeypatch):
+    import netdissect.data.download as download
+    from netdissect.errors import DiskFullError
+
+    data, _ = broden_zip
+    archive = tmp_path / "mini.zip"
+    archive.write_bytes(data)
+    monkeypatch.setattr(download, "open", _FullDisk(".png", 500), raising=False)
+    with pytest.raises(DiskFullError, match=r"disk full while writing the files of .*mini\.zip into .*needs about"):
+        extract_zip(archive, tmp_path / "mini", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mini.zip"]

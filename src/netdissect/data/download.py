@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .. import __version__
-from ..errors import DatasetError, DownloadError
+from ..errors import DatasetError, DiskFullError, DownloadError
+from ..storage import disk_full_error, is_disk_full
 
 #: marker file written into a folder once its download and extraction completed
 MARKER = ".netdissect-complete.json"
@@ -200,16 +201,35 @@ def _transfer(url: str, part: Path, *, timeout: float, progress: bool, expected_
                     chunk = response.read(CHUNK)
                     if not chunk:
                         break
-                    f.write(chunk)
+                    try:
+                        f.write(chunk)
+                    except OSError as e:
+                        _raise_if_disk_full(e, url, part, total)
+                        raise
                     have += len(chunk)
                     if bar is not None:
                         bar.update(len(chunk))
+        except OSError as e:  # also the last buffered bytes, written when the file closes
+            _raise_if_disk_full(e, url, part, total)
+            raise
         finally:
             if bar is not None:
                 bar.close()
     if total is not None and have < total:
         raise http.client.IncompleteRead(b"", total - have)
     return have
+
+
+def _raise_if_disk_full(error: OSError, url: str, part: Path, total: int | None) -> None:
+    """Raise DiskFullError for a write of ``part`` that found the disk full (not a dropped connection: no retry)."""
+    if isinstance(error, DiskFullError) or not is_disk_full(error):
+        return
+    have = part.stat().st_size if part.exists() else 0
+    needed = total - have if total is not None else None
+    raise disk_full_error(
+        f"the download of {url} into", part, needed,
+        f"the {have} bytes received are kept in {part}: free some space and run the same command again to "
+        "resume") from error
 
 
 def file_digest(path: "str | os.PathLike[str]", algorithm: str = "sha256") -> str:
@@ -256,7 +276,9 @@ def download_file(
     call.  Once complete, the size and checksums that are given are checked
     (a mismatch deletes the part file and raises :class:`DownloadError`) and
     the part file is renamed to ``dest``.  An existing ``dest`` is verified
-    and returned without downloading.
+    and returned without downloading.  A full disk is not retried: it
+    raises :class:`~netdissect.errors.DiskFullError` at once, naming the part
+    file (kept, to resume) and the space needed and free.
     """
     dest = Path(dest).expanduser()
     for name, value, n in (("sha256", sha256, 64), ("md5", md5, 32)):
@@ -272,7 +294,7 @@ def download_file(
         try:
             _transfer(url, part, timeout=timeout, progress=progress, expected_size=size)
             break
-        except DownloadError:
+        except (DownloadError, DiskFullError):  # a full disk is no dropped connection: no retry
             raise
         except (http.client.HTTPException, urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
             have = part.stat().st_size if part.exists() else 0
@@ -368,7 +390,11 @@ def extract_zip(archive: "str | os.PathLike[str]", target: "str | os.PathLike[st
                             bar.update(len(chunk))
         except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(e, OSError) and e.errno is not None:  # disk full, permissions, ...
+            if is_disk_full(e):
+                raise disk_full_error(f"the files of {archive} into", tmp, total,
+                                      f"the partial extraction was removed and {archive.name} is kept: free some "
+                                      "space and run the same command again") from None
+            if isinstance(e, OSError) and e.errno is not None:  # permissions, ...
                 raise DownloadError(f"extracting {archive} into {tmp} failed: {e}") from None
             raise CorruptArchiveError(
                 f"archive {archive} is truncated or corrupt (entry {info.filename!r}: {e}); delete it and download "

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import DatasetError
 from ..paths import encode_name
+from ..storage import disk_full_as_error
 
 
 def cache_fits(bytes_needed: int, directory: Path, limit_gb: float) -> bool:
@@ -45,6 +46,7 @@ class ActivationCache:
         self.paths = {name: self.directory / f"{prefix}-{encode_name(name)}.f32" for name in self.shapes}
         self._append: dict[str, object] = {}
         self._read: dict[str, object] = {}
+        self.planned: int | None = None  # images the files will hold once the pass is complete
 
     def image_bytes(self, name: str) -> int:
         """Bytes of one image's activations of layer ``name``."""
@@ -62,22 +64,46 @@ class ActivationCache:
             counts.append(path.stat().st_size // self.image_bytes(name) if path.is_file() else 0)
         return min(counts, default=0)
 
-    def truncate(self, images: int) -> None:
-        """Keep the first ``images`` images of every file (creating missing files)."""
+    def truncate(self, images: int, *, planned: int | None = None) -> None:
+        """Keep the first ``images`` images of every file (creating missing files).
+
+        ``planned``: the images the files will hold at the end of the pass
+        (says how much space is still needed when the disk fills up).
+        """
         self.close()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for name, path in self.paths.items():
-            with open(path, "ab") as f:
-                f.truncate(images * self.image_bytes(name))
+        self.planned = planned
+        with self._disk_full(self.directory):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for name, path in self.paths.items():
+                with open(path, "ab") as f:
+                    f.truncate(images * self.image_bytes(name))
+
+    def _disk_full(self, path: Path):
+        """Turns a full disk while writing ``path`` into a DiskFullError saying how much the cache still needs."""
+        needed = None
+        if self.planned is not None:
+            have = sum(p.stat().st_size for p in self.paths.values() if p.is_file())
+            needed = max(0, self.total_bytes(self.planned) - have)
+        return disk_full_as_error(
+            "the activation cache", path, needed,
+            "the state up to the last checkpoint is kept: free some space and run the same command again to "
+            "resume (or run with --activation-cache recompute, which needs no cache but starts again)")
 
     def append(self, acts: dict[str, torch.Tensor]) -> None:
-        """Append a batch: ``acts[name]`` is (B, units, h, w) float32."""
+        """Append a batch: ``acts[name]`` is (B, units, h, w) float32.
+
+        Raises
+        ------
+        DiskFullError
+            When the disk is full, naming the file and the space the rest of the cache needs.
+        """
         for name, a in acts.items():
-            f = self._append.get(name)
-            if f is None:
-                f = self._append[name] = open(self.paths[name], "ab")
-            array = np.ascontiguousarray(a.detach().to("cpu", torch.float32).numpy())
-            f.write(memoryview(array).cast("B"))
+            with self._disk_full(self.paths[name]):
+                f = self._append.get(name)
+                if f is None:
+                    f = self._append[name] = open(self.paths[name], "ab")
+                array = np.ascontiguousarray(a.detach().to("cpu", torch.float32).numpy())
+                f.write(memoryview(array).cast("B"))
 
     def read(self, first: int, count: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Images ``first .. first + count - 1`` of every layer as (count, units, h, w) float32 tensors.
@@ -100,15 +126,36 @@ class ActivationCache:
         return out
 
     def flush(self) -> None:
-        """Push appended data to the operating system (before a checkpoint records it)."""
-        for f in self._append.values():
-            f.flush()
+        """Push appended data to the operating system (before a checkpoint records it).
+
+        Raises
+        ------
+        DiskFullError
+            When the disk is full.
+        """
+        for name, f in self._append.items():
+            with self._disk_full(self.paths[name]):
+                f.flush()
 
     def close(self) -> None:
-        """Close every open file."""
-        for f in (*self._append.values(), *self._read.values()):
-            f.close()
+        """Close every open file (every one, even when writing out a file's buffer fails).
+
+        Raises
+        ------
+        DiskFullError
+            When the disk is full (the first file that failed).
+        """
+        files = [(self.paths[name], f) for name, f in self._append.items()] + [(None, f) for f in self._read.values()]
         self._append, self._read = {}, {}
+        failed: BaseException | None = None
+        for path, f in files:
+            try:
+                with self._disk_full(path or self.directory):
+                    f.close()
+            except OSError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     def delete(self) -> None:
         """Close and remove the files."""

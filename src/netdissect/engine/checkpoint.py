@@ -24,6 +24,7 @@ import torch
 
 from ..errors import ConfigError
 from ..stats.base import Statistic
+from ..storage import disk_full_as_error, tensor_bytes
 from .distributed import Dist
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,20 @@ class Checkpoint:
             self.save()
 
     def save(self) -> None:
-        """Write every recorded pass atomically."""
+        """Write every recorded pass atomically.
+
+        The state goes to a temporary file beside the checkpoint, is synced
+        to disk and renamed over it; a write that fails (a full disk, an
+        interrupt) removes the temporary file and leaves the last good
+        checkpoint as it was.
+
+        Raises
+        ------
+        DiskFullError
+            When the disk is full, naming the file and the space it needs and
+            the space free (the last good checkpoint is kept: free some space
+            and run the same command again to resume).
+        """
         state = {
             "key": self.key,
             "world": self.dist.world,
@@ -156,9 +170,19 @@ class Checkpoint:
             "passes": {name: {"batches": self._batches[name], "group": group.state_dict()}
                        for name, group in self._groups.items()},
         }
-        self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        kept = ("the last good checkpoint is kept: free some space (or give another --out) and run the same "
+                "command again to resume")
+        with disk_full_as_error("the checkpoint", self.path, tensor_bytes(state) + (64 << 10), kept):
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as f:  # torch.save to a path hides ENOSPC in a RuntimeError
+                    torch.save(state, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # before the free space is measured
+                raise
         self.saved = state
         self._last = time.time()

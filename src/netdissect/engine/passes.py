@@ -172,7 +172,7 @@ class Engine:
         stopped: BaseException | None = None
         try:
             if p.activations == "cache-write":
-                self.cache.truncate(self.images_done(start))
+                self.cache.truncate(self.images_done(start), planned=len(self.shard))
             indices = range(self.shard.start + self.images_done(start), self.shard.stop)
             loader = self.source.batches(indices, batch_size=self.batch_size, num_workers=self.num_workers,
                                          images=p.activations != "cache-read", pin_memory=self.device.type == "cuda")
@@ -192,6 +192,8 @@ class Engine:
                         p.update(batch, acts, labels)
                         self.checkpoint.tick(p.name, count, before_save=flush)
                 bar.close()
+            if flush is not None:
+                self.cache.close()  # writes out the last appended batches: a full disk is an error of the pass
         except KeyboardInterrupt as exc:
             stopped = exc
             if flush is not None:
@@ -205,7 +207,11 @@ class Engine:
             raise
         finally:
             if self.cache is not None:
-                self.cache.close()
+                try:
+                    self.cache.close()
+                except OSError:  # the pass failed already (a full disk): keep its own error
+                    if stopped is None:
+                        raise
             if stopped is not None:
                 self._tell_others(p, stopped)
         self._check_others(p)

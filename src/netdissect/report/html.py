@@ -35,10 +35,11 @@ from markupsafe import Markup
 
 from .. import __version__
 from ..data.protocol import ConceptDataset
-from ..errors import ConfigError
+from ..errors import ConfigError, DiskFullError
 from ..labeling.iou import CONVENTIONS, is_detector
 from ..results import DissectionData as Dissection
-from ..results.lock import locked
+from ..results.lock import locked, pid_alive
+from ..storage import disk_full_as_error, disk_full_error, is_disk_full
 from . import plots
 from .images import LABEL_RGB, REGION_RGB, ImageSource, StripRenderer, StripSpec, needed_images
 
@@ -304,6 +305,24 @@ def _render_strips(result: Dissection, views: list[LayerView], folder: Path, sou
         source.reason = f"{source.reason}; {extra}" if source.reason else extra
 
 
+def _clear_leftovers(dest: Path) -> None:
+    """Remove the temporary folders (``.report.tmp-<pid>``, ``.report.old-<pid>``) of writers that died.
+
+    A report writer killed while writing leaves its temporary folder behind;
+    one whose process is gone (or is this process) is removed.
+    """
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.(?:tmp|old)-(\d+)")
+    if not dest.parent.is_dir():
+        return
+    for path in dest.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir() and not path.is_symlink():
+            pid = int(match.group(1))
+            if pid == os.getpid() or not pid_alive(pid):
+                log.info("removing %s, left by a report writer that stopped (pid %d)", path, pid)
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def _replace_folder(tmp: Path, dest: Path) -> None:
     """Puts the finished ``tmp`` where ``dest`` is, removing the old report only once the new one is complete."""
     old = None
@@ -329,6 +348,11 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, dataset:
     quality.  progress: show a progress bar while loading images.  wait:
     when another process is writing into the run directory (it holds
     ``RUN_DIR/.lock``), wait for it instead of raising RunInUseError.
+
+    The report is built in a temporary folder beside ``out`` that replaces it
+    once complete; temporary folders left by writers that were killed are
+    removed first.  A full disk raises DiskFullError naming the folder (the
+    old report is kept).
     """
     if not 16 <= int(thumb) <= 512:
         raise ConfigError(f"thumb={thumb} is out of range; thumbnail height must be 16..512 pixels")
@@ -346,10 +370,12 @@ def _write_report(run_dir, out, dataset, images, thumb, columns, quality, progre
     result = Dissection.load(run_dir)
     dest = Path(out) if out is not None else result.run_dir / REPORT_DIR
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(dest)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    kept = ("the previous report, if any, is kept: free some space and run `netdissect report "
+            f"{result.run_dir}` again")
+    with disk_full_as_error("the report into", tmp, None, kept):
+        tmp.mkdir()
     try:
         views = _layer_views(result)
         spec = StripSpec(int(thumb), int(columns), int(quality))
@@ -369,8 +395,10 @@ def _write_report(run_dir, out, dataset, images, thumb, columns, quality, progre
         _write_pages(result, views, tmp, source, spec, plot_files)
         log.info("report written to %s in %.1f s", dest, time.time() - started)
         _replace_folder(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # before the free space is measured
+        if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
+            raise disk_full_error("the report into", tmp, None, kept) from exc
         raise
     return dest / "index.html"
 

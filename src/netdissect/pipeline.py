@@ -253,6 +253,8 @@ class _Dissect:
         ckpt = Checkpoint(self.run_dir, info.key, dist=self.dist, interval=self.config.checkpoint_seconds)
         if self.dist.all_true(done is not None):
             log.info("results for these arguments are already complete in %s", self.run_dir)
+            if self.dist.is_main:
+                ActivationCache.remove_leftovers(ckpt.directory)  # of a run killed after writing its results
             return done
         # every layer is checked before anything in the run directory changes
         shapes = probe_layers(self.module, self.source.probe_input(self.device), self.layer_names)

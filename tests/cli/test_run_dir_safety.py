@@ -1,8 +1,11 @@
 """A run directory under stress, through the command line as real processes (issue 8): two runs started on
-one --out, and a finished run directory that a later failing run must leave as it was."""
+one --out, a finished run directory that a later failing run must leave as it was, and kill -9 at random
+moments of a run."""
 
 from __future__ import annotations
 
+import random
+import signal
 import subprocess
 import sys
 import time
@@ -157,3 +160,70 @@ def test_a_finished_run_directory_stays_intact_when_a_later_run_into_it_fails(tm
     assert again.returncode == 0 and "already complete" in again.stderr, again.stderr
     assert not (run_dir / ".lock").exists()
 
+
+# -- kill -9 at random moments ----------------------------------------------------------------------
+
+
+def _passes(run_dir: Path) -> dict:
+    """Batches done per pass in the run's checkpoint (-1: done); {} while there is none."""
+    import torch
+
+    for state in run_dir.glob(".cache/*/state.pt"):
+        try:
+            saved = torch.load(state, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 -- being replaced right now: look again
+            return {}
+        return {name: int(p["batches"]) for name, p in saved.get("passes", {}).items()}
+    return {}
+
+
+def _kill_when(proc: subprocess.Popen, moment, what: str, delay: float) -> str:
+    """SIGKILL ``proc`` ``delay`` seconds after ``moment()`` is first true, once it is checked to hold still."""
+    wait_for(moment, proc, what)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGSTOP)  # frozen: check that the moment is still the one asked for, then kill
+    try:
+        assert moment(), f"the run went past {what} within {delay:.2f} s"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    return err
+
+
+def test_kill_9_in_pass_1_pass_2_and_the_report_then_the_same_command_gives_identical_results(tmp_path, reference):
+    """SIGKILL leaves no chance to save: each run resumes from the last checkpoint the one before wrote."""
+    rng = random.Random()
+    run_dir = tmp_path / "run"
+    args = [*ARGS, "--out", str(run_dir), "--checkpoint-seconds", "0", "-v"]
+
+    def in_pass_1():
+        return _passes(run_dir).get("thresholds", 0) >= 1 and not (run_dir / "summary.json").exists()
+
+    def in_pass_2():
+        return _passes(run_dir).get("iou", 0) >= 1 and not (run_dir / "summary.json").exists()
+
+    first = start(*args)
+    _kill_when(first, in_pass_1, "pass 1", rng.uniform(0, 0.5))
+    assert f'"pid": {first.pid}' in _read(run_dir / ".lock")  # left by the killed run; the next one takes it over
+
+    second = start(*args)
+    err = _kill_when(second, in_pass_2, "pass 2", rng.uniform(0, 0.05))
+    assert "resuming thresholds at batch" in err
+
+    third = start(*args)
+    leftover = run_dir / f".report.tmp-{third.pid}"
+    strips = leftover / "strips" / "layer4"
+    err = _kill_when(third, lambda: len(list(strips.glob("*.jpg"))) >= 5 and leftover.is_dir(), "the report",
+                     rng.uniform(0, 0.5))
+    assert "resuming iou at batch" in err
+    assert (run_dir / "summary.json").is_file() and leftover.is_dir()
+
+    last = subprocess.run([PY, "-m", "netdissect", *args], capture_output=True, text=True, timeout=600)
+    assert last.returncode == 0, last.stderr
+    assert "already complete" in last.stderr
+    assert_same_results(reference, run_dir)
+    report = run_dir / "report"
+    assert (report / "index.html").is_file() and len(list((report / "strips" / "layer4").glob("u*.jpg"))) == 512
+    assert not list(run_dir.glob(".report.*")) and not (run_dir / ".lock").exists()
+    assert not list(run_dir.glob(".cache/*/acts-*")) and not list(run_dir.glob(".cache/*/*.tmp"))

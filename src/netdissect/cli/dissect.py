@@ -94,6 +94,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--wait", action="store_true",
                    help="when another process is writing into the run directory, wait for it to finish "
                         "(default: stop at once, naming that process)")
+    # how often the resumable state is saved (seconds); hidden: for tests and very slow batches
+    g.add_argument("--checkpoint-seconds", type=float, default=d["checkpoint_seconds"], help=argparse.SUPPRESS)
 
 
 def _options(args) -> dict:
@@ -107,6 +109,7 @@ def _options(args) -> dict:
         "device": args.device,
         "activation_cache": args.activation_cache,
         "seed": args.seed,
+        "checkpoint_seconds": args.checkpoint_seconds,
     }
     if args.protocol is not None:
         options["protocol"] = args.protocol

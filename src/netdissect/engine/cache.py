@@ -162,3 +162,9 @@ class ActivationCache:
         self.close()
         for path in self.paths.values():
             path.unlink(missing_ok=True)
+
+    @staticmethod
+    def remove_leftovers(directory: Path) -> None:
+        """Remove every activation file in ``directory`` (left by a run killed after it wrote its results)."""
+        for path in Path(directory).glob("acts*.f32"):
+            path.unlink(missing_ok=True)

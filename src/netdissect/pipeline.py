@@ -184,7 +184,8 @@ def _as_loaded(model, weights, preprocess) -> LoadedModel:
             load_weights(model, weights)
             loaded.weights = str(weights)
     else:
-        raise ConfigError(f"model must be a spec string, a LoadedModel or a torch.nn.Module, got {type(model).__name__}")
+        raise ConfigError("model must be a spec string, a LoadedModel or a torch.nn.Module, "
+                          f"got {type(model).__name__}")
     if preprocess is not None:
         loaded.preprocess = preprocess
     loaded.module.eval()
@@ -336,7 +337,7 @@ class _Dissect:
     def _iou_pass(self, first: StatGroup, shapes) -> StatGroup:
         category_of = torch.from_numpy(self.concepts.category_index())
         members: dict[str, Any] = {"counts": LabelCounts(self.concepts.max_number + 1, device=self.device)}
-        for name, (units, grid) in shapes.items():
+        for name, (_, grid) in shapes.items():
             members[name] = IoUStats(first[name].thresholds(), category_of, len(self.concepts.categories),
                                      self.source.label_size, first[name].top.indices, grid,
                                      denominator=self.config.denominator, device=self.device)

@@ -23,6 +23,7 @@ COMMAND_MODULES = [_dissect, _report, _data]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``netdissect`` argument parser with every sub-command."""
     parser = argparse.ArgumentParser(
         prog="netdissect",
         description="Network Dissection: what do the units of a vision network detect?",
@@ -37,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Errors of netdissect (bad input) print one line and return 2; an interrupt returns 130.
+    """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in ("-v", "--verbose") for a in argv)  # accepted before or after the sub-command

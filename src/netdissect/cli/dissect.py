@@ -21,6 +21,7 @@ MODELS_HELP = ("model spec: a built-in name, torchvision:NAME[:WEIGHTS], timm:NA
 
 
 def add_parser(sub) -> None:
+    """Register ``dissect``, ``layers``, ``models`` and ``demo`` on the sub-command parser ``sub``."""
     p = sub.add_parser("dissect", help="label every unit of the given layers with a concept",
                        description="Dissect layers of a model on a concept data set (or of a generator on its "
                                    "own samples) and write a run directory. Runs under torchrun for several "
@@ -117,6 +118,7 @@ def _options(args) -> dict:
 
 
 def run_dissect(args) -> int:
+    """``netdissect dissect``: dissect a model on data, or a generator on its samples; print and report."""
     from ..engine.distributed import init_from_env
     from ..engine.plan import check_run_dir, hold_run_dir
     from ..errors import ConfigError
@@ -155,6 +157,7 @@ def _report(result, args) -> None:
 
 
 def run_layers(args) -> int:
+    """``netdissect layers MODEL``: dry-run the model and print its layers with their output shapes."""
     import pandas as pd
     import torch
 
@@ -177,6 +180,7 @@ def run_layers(args) -> int:
 
 
 def run_models(args) -> int:
+    """``netdissect models``: print what the registries hold."""
     from ..data import list_datasets
     from ..models import list_generators, list_models, list_sources
     from ..segment import list_segmenters
@@ -190,6 +194,7 @@ def run_models(args) -> int:
 
 
 def run_demo(args) -> int:
+    """``netdissect demo``: dissect EfficientNet-Lite0 (ImageNet) on synthetic concepts, offline."""
     from ..engine.plan import check_run_dir, hold_run_dir
     from ..models import load_model
     from ..pipeline import dissect

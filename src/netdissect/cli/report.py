@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    """Register ``report`` on the sub-command parser ``sub``."""
     p = sub.add_parser(
         "report", help="write the HTML report of a finished run (RUN_DIR/report/index.html)",
         description="Write a self-contained HTML report of a finished dissection: an overview of every layer, "
@@ -30,6 +31,7 @@ def add_parser(sub) -> None:
 
 
 def run_report(args) -> int:
+    """``netdissect report RUN_DIR``: (re)write the HTML report of a finished run."""
     from ..report import write_report
 
     # When the run's data cannot be opened the report is written without images and the

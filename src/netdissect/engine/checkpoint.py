@@ -48,9 +48,9 @@ class Checkpoint:
         Seconds between periodic saves (:meth:`tick`).
     """
 
-    def __init__(self, run_dir: Path, key: str, *, dist: Dist = Dist(), interval: float = 60.0):
+    def __init__(self, run_dir: Path, key: str, *, dist: Dist | None = None, interval: float = 60.0):
         self.key = key
-        self.dist = dist
+        self.dist = dist if dist is not None else Dist()
         self.directory = Path(run_dir) / ".cache" / key[:20]
         name = "state.pt" if dist.world == 1 else f"state-r{dist.rank}-of-{dist.world}.pt"
         self.path = self.directory / name

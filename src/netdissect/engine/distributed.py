@@ -1,11 +1,11 @@
-"""Multi-process runs on ``torch.distributed``.
+r"""Multi-process runs on ``torch.distributed``.
 
 Launching
 ---------
 From the command line, with ``torchrun`` (one process per GPU, or several
 on CPU)::
 
-    torchrun --nproc-per-node 4 -m netdissect dissect --model resnet18 --layers layer4 \\
+    torchrun --nproc-per-node 4 -m netdissect dissect --model resnet18 --layers layer4 \
         --data broden1_224 --out runs/r18
 
 (``python -m torch.distributed.run`` is the same launcher.)  The command
@@ -102,7 +102,7 @@ def _object_group():
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in a run: ``rank`` of ``world`` processes (0 of 1 when not distributed)."""
+    """A process's place in a run: ``rank`` of ``world`` processes (0 of 1 when not distributed)."""
 
     rank: int = 0
     world: int = 1
@@ -122,7 +122,7 @@ class Dist:
         return self.rank == 0
 
     def shard(self, n: int, batch_size: int = 1) -> range:
-        """This rank's contiguous share of ``range(n)``, in whole batches of ``batch_size``.
+        """The contiguous share of ``range(n)``, in whole batches of ``batch_size``.
 
         The ``ceil(n / batch_size)`` batches are split so that ranks hold
         numbers of batches differing by at most one; only the last rank's

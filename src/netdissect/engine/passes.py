@@ -124,13 +124,13 @@ class Engine:
 
     def __init__(self, source: Source, module: nn.Module, layers: list[str], *, device: torch.device,
                  checkpoint: Checkpoint, cache: ActivationCache | None = None, batch_size: int = 32,
-                 num_workers: int = 0, dist: Dist = Dist(), edit: Mapping[str, Any] | None = None,
+                 num_workers: int = 0, dist: Dist | None = None, edit: Mapping[str, Any] | None = None,
                  progress: bool = True):
         self.source, self.module, self.layers = source, module, list(layers)
         self.device = torch.device(device)
         self.checkpoint, self.cache = checkpoint, cache
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.dist, self.edit, self.progress = dist, dict(edit or {}), progress
+        self.dist, self.edit, self.progress = dist if dist is not None else Dist(), dict(edit or {}), progress
         self.shard = dist.shard(len(source), self.batch_size)  # whole batches: the same batches as one process
 
     @property

@@ -165,28 +165,36 @@ class ConceptSource(Source):
         return self.dataset[index]
 
     def load_labels(self, index: int) -> Sample:
+        """Sample ``index`` without its image (labels only)."""
         return self.dataset.load_labels(index)
 
     def image_id(self, index: int) -> str:
+        """A short, stable name of image ``index``."""
         return self.dataset.image_id(index)
 
     def fingerprint(self) -> str:
+        """A content key of the images and labels this source yields."""
         return self.dataset.fingerprint()
 
     def spec(self) -> str:
+        """The data spec recorded in the run (reopened by :func:`open_source` with :meth:`info`)."""
         return self.dataset.spec()
 
     def batches(self, indices, *, batch_size, num_workers=0, images=True, pin_memory=False):
+        """Batches over ``indices`` in order (see :meth:`Source.batches`)."""
         return _stored_batches(self.dataset, indices, batch_size, num_workers, images, pin_memory)
 
     def model_input(self, batch, device):
+        """The model's input for ``batch`` on ``device`` (see :meth:`Source.model_input`)."""
         return self.preprocess(batch.images.to(device, non_blocking=True))
 
     def labels(self, batch, output, device):
+        """The batch's (pixel_labels, image_labels) on ``device`` (see :meth:`Source.labels`)."""
         self.check_labels(batch)
         return batch.pixel_labels.to(device, non_blocking=True), batch.image_labels.to(device, non_blocking=True)
 
     def info(self) -> dict[str, Any]:
+        """How to rebuild this source (see :func:`open_source`)."""
         return {"kind": self.kind, "data": self.spec()}
 
 
@@ -227,30 +235,38 @@ class SegmentedSource(Source):
         return self._segment_one(self.dataset[index].image, index)
 
     def load_labels(self, index: int) -> Sample:
+        """Sample ``index`` without its image (labels only)."""
         s = self[index]
         return Sample(None, s.pixel_labels, s.image_labels)
 
     def image_id(self, index: int) -> str:
+        """A short, stable name of image ``index``."""
         return self.dataset.image_id(index)
 
     def fingerprint(self) -> str:
+        """A content key of the images and labels this source yields."""
         key = f"segmented|{self.dataset.fingerprint()}|{self.segmenter.fingerprint()}"
         return hashlib.sha256(key.encode()).hexdigest()
 
     def spec(self) -> str:
+        """The data spec recorded in the run (reopened by :func:`open_source` with :meth:`info`)."""
         return self.dataset.spec()
 
     def batches(self, indices, *, batch_size, num_workers=0, images=True, pin_memory=False):
+        """Batches over ``indices`` in order (see :meth:`Source.batches`)."""
         return _stored_batches(self.dataset, indices, batch_size, num_workers, True, pin_memory)
 
     def model_input(self, batch, device):
+        """The model's input for ``batch`` on ``device`` (see :meth:`Source.model_input`)."""
         return self.preprocess(batch.images.to(device, non_blocking=True))
 
     def labels(self, batch, output, device):
+        """The batch's (pixel_labels, image_labels) on ``device`` (see :meth:`Source.labels`)."""
         seg = self.segmenter.segment(batch.images.to(device, non_blocking=True), batch.indices.to(device))
         return seg.pixel_labels.to(device), seg.image_labels.to(device)
 
     def info(self) -> dict[str, Any]:
+        """How to rebuild this source (see :func:`open_source`)."""
         return {"kind": self.kind, "data": self.spec(), "segmenter": self.segmenter.spec()}
 
 
@@ -334,13 +350,16 @@ class GeneratorSource(Source):
         return Sample(image, seg.pixel_labels[0].cpu().numpy().astype(np.int32), seg.image_labels[0].cpu().numpy())
 
     def load_labels(self, index: int) -> Sample:
+        """Sample ``index`` without its image (labels only)."""
         s = self[index]
         return Sample(None, s.pixel_labels, s.image_labels)
 
     def image_id(self, index: int) -> str:
+        """A short, stable name of image ``index``."""
         return f"seed{self.seed}/{int(index):06d}"
 
     def fingerprint(self) -> str:
+        """A content key of the images and labels this source yields."""
         from ..models import state_hash
 
         if self._weights_hash is None:
@@ -350,21 +369,26 @@ class GeneratorSource(Source):
         return hashlib.sha256(key.encode()).hexdigest()
 
     def spec(self) -> str:
+        """The data spec recorded in the run (reopened by :func:`open_source` with :meth:`info`)."""
         return f"generator:{self.generator.spec}?samples={self.n}&seed={self.seed}"
 
     def batches(self, indices, *, batch_size, num_workers=0, images=True, pin_memory=False):
+        """Batches over ``indices`` in order (see :meth:`Source.batches`)."""
         indices = list(indices)
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             yield Batch(torch.tensor(chunk, dtype=torch.int64), latents=self._latents(chunk))
 
     def model_input(self, batch, device):
+        """The model's input for ``batch`` on ``device`` (see :meth:`Source.model_input`)."""
         return batch.latents.to(device)
 
     def probe_input(self, device):
+        """The first latent, for a dry run."""
         return self._latents(range(1)).to(device)
 
     def labels(self, batch, output, device):
+        """The batch's (pixel_labels, image_labels) on ``device`` (see :meth:`Source.labels`)."""
         if output is None:
             raise ConfigError("a generator source labels the generator's output: the pass must run the whole model")
         images = to_uint8_images(output, self.generator.output_range)
@@ -373,6 +397,7 @@ class GeneratorSource(Source):
         return seg.pixel_labels.to(device), seg.image_labels.to(device)
 
     def info(self) -> dict[str, Any]:
+        """How to rebuild this source (see :func:`open_source`)."""
         return {"kind": self.kind, "generator": self.generator.spec, "weights": self.generator.weights,
                 "segmenter": self.segmenter.spec(), "samples": self.n, "seed": self.seed}
 

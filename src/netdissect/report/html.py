@@ -54,7 +54,7 @@ _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2
 
 
 def json_for_script(obj: Any) -> Markup:
-    """JSON safe to place inside ``<script type="application/json">``.
+    r"""JSON safe to place inside ``<script type="application/json">``.
 
     ``<``, ``>`` and ``&`` (and the two JavaScript line separators) become
     ``\\uXXXX`` escapes, which JSON.parse reads back as the same characters,
@@ -92,6 +92,8 @@ def slugify(name: str, taken: set[str]) -> str:
 
 @dataclass
 class UnitView:
+    """One unit's card in a gallery page: its label, IoU, strip and top image ids."""
+
     unit: int  # 1-based
     label: str
     category: str
@@ -103,11 +105,14 @@ class UnitView:
 
     @property
     def anchor(self) -> str:
+        """The HTML id of the unit's card."""
         return f"u{self.unit}"
 
 
 @dataclass
 class LayerView:
+    """One layer of the report: its units and summary (from ``summary.json``)."""
+
     name: str
     slug: str
     units: list[UnitView]
@@ -117,26 +122,33 @@ class LayerView:
 
     @property
     def page(self) -> str:
+        """File name of the layer's gallery page."""
         return f"layer-{self.slug}.html"
 
     @property
     def detectors(self) -> int:
+        """Units whose best IoU exceeds the cut-off."""
         return int(self.info["detectors"])
 
     @property
     def share(self) -> float:
+        """Detectors as a share of the layer's units."""
         return self.detectors / max(1, len(self.units))
 
     def unique(self, convention: str) -> dict[str, int]:
+        """Unique detectors per category under ``convention``."""
         return dict(self.info["unique_detectors"][convention]["unique"])
 
     def unique_units(self, convention: str) -> dict[str, int]:
+        """Detector units per category under ``convention``."""
         return dict(self.info["unique_detectors"][convention]["units"])
 
     def total_unique(self, convention: str) -> int:
+        """Unique detectors of all categories under ``convention``."""
         return int(self.info["unique_detectors"][convention]["total_unique"])
 
     def category_counts(self) -> dict[str, int]:
+        """Detector units per category of their top label."""
         out: dict[str, int] = {}
         for u in self.units:
             out[u.category] = out.get(u.category, 0) + 1
@@ -158,8 +170,8 @@ def _layer_views(result: Dissection) -> list[LayerView]:
     for name in result.layers:
         t = pd.read_csv(result.layer_dir(name) / "tally.csv", keep_default_na=False,
                         dtype={"label": str, "category": str})  # a concept named "007" stays "007"
-        units = [UnitView(int(r.unit), str(r.label), str(r.category), float(r.score), bool(is_detector(float(r.score), cut)),
-                          numbers.get((str(r.category), str(r.label)), 0))
+        units = [UnitView(int(r.unit), str(r.label), str(r.category), float(r.score),
+                          bool(is_detector(float(r.score), cut)), numbers.get((str(r.category), str(r.label)), 0))
                  for r in t[["unit", "label", "category", "score"]].itertuples(index=False)]
         info = result.summary["layers"][name]
         n_top = int(result.config.get("config", {}).get("top_images", 0) or 0)

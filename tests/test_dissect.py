@@ -43,7 +43,8 @@ def test_unit_firing_exactly_on_a_concept_gets_it_with_iou_one(tmp_path):
     second = tally[tally["unit"] == 2].iloc[0]
     assert second["score"] < 0.04
     labels = result.labels
-    assert list(labels.columns) == ["layer", "unit", "category", "label", "iou", "detector"]
+    assert list(labels.columns) == ["layer", "unit", "category", "label", "iou", "detector", "method"]
+    assert (labels["method"] == "iou").all()
     assert labels.set_index("unit").loc[1, "detector"] and not labels.set_index("unit").loc[2, "detector"]
     assert list(tally.columns[:4]) == ["unit", "category", "label", "score"]
     assert list(tally.columns[4:9]) == [f"object-{c}" for c in ("label", "truth", "activation", "intersect", "iou")]

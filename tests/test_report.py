@@ -381,3 +381,32 @@ def test_numeric_looking_concept_names_stay_as_written(tmp_path):
     build_run(tmp_path / "run", ds)
     html = (write_report(tmp_path / "run", dataset=ds).parent / "layer-features.html").read_text()
     assert '<h3 class="label">007</h3>' in html and '<h3 class="label">1e3</h3>' in html
+
+
+def test_word_labels_sit_beside_the_iou_labels_escaped_with_their_agreement(tmp_path):
+    import pandas as pd
+
+    from netdissect.results import write_labels
+
+    out = tmp_path / "run"
+    ds = concept_images()
+    result = build_run(out, ds)
+    iou = result.labels.set_index("unit")
+    words = pd.DataFrame({"layer": "features", "unit": [1, 2, 3, 4], "label": [EVIL, "sky", "grass", "sky"],
+                          "score": [0.9, 0.8, 0.7, 0.6], "concept": [EVIL, "sky", "grass", "sky"],
+                          "label_2": ["red", "blue", "green", "white"], "score_2": [0.5, 0.4, 0.3, 0.2]})
+    write_labels(out, "words-soft_wpmi", words)
+    index = write_report(out, dataset=ds, images=False)
+    gallery = (index.parent / "layer-features.html").read_text()
+    assert EVIL not in gallery and "&lt;script&gt;alert(1)&lt;/script&gt;, red" in gallery
+    assert re.search(r'class="words-method">words-soft_wpmi</span> sky, blue', gallery)
+    (data,) = [s for s in parse(index.parent / "layer-features.html").scripts if s["attrs"].get("id") == "nd-data"]
+    items = {i["unit"]: i for i in json.loads(data["text"])["items"]}
+    assert items[2]["words"] == "sky blue"  # the gallery's search finds a unit by its words
+    overview = index.read_text()
+    assert "Words and IoU labels" in overview and "words-soft_wpmi" in overview
+    detectors = iou[iou["detector"]]
+    agree = {1: True, 2: True, 3: False, 4: False}  # unit 1: EVIL = EVIL, unit 2: sky = sky
+    expected = np.mean([agree[u] for u in detectors.index])
+    assert f"{100 * expected:.0f}%" in overview
+    assert result.label_methods() == ["iou", "words-soft_wpmi"]

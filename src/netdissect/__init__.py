@@ -2,7 +2,9 @@
 
     import netdissect
     result = netdissect.dissect("efficientnet_lite0", "synthetic", layers=["blocks.5"], out="runs/demo")
-    result.labels            # pandas DataFrame: layer, unit, category, label, iou, detector
+    result.labels            # pandas DataFrame: layer, unit, category, label, iou, detector, method
+    words = netdissect.describe("efficientnet_lite0", "synthetic", layers=["blocks.5"], out="runs/demo",
+                                image_text="synthetic_clip")   # CLIP-Dissect's words beside the IoU labels
 
 The names below are imported on first use, so ``import netdissect`` (and the
 command line's start) stays fast.
@@ -24,6 +26,8 @@ _EXPORTS = {
     "PROTOCOLS": ".config",
     "dissect": ".pipeline",
     "Dissection": ".dissection",
+    "describe": ".describing",
+    "Description": ".results.description",
     "NetDissectError": ".errors",
     "Trace": ".hooks",
     "LayerInfo": ".hooks",

@@ -17,7 +17,8 @@ class Dissection(DissectionData):
     """A finished dissection, loaded from its run directory.
 
     ``labels``: DataFrame with one row per (layer, unit): layer, unit
-    (1-based), category, label, iou, detector.  See
+    (1-based), category, label, iou, detector, method ("iou"); word labels
+    added by :func:`netdissect.describe` are ``label_table(method)``.  See
     :class:`~netdissect.results.DissectionData` for the accessors.
     """
 

@@ -149,7 +149,7 @@ def dissect(
             raise ConfigError("dissect() needs a model and data (or generator= and segmenter=)")
         if samples is not None:
             raise ConfigError("samples= is for generator dissection; with data, every image is used")
-        loaded = _as_loaded(model, weights, preprocess)
+        loaded = as_loaded(model, weights, preprocess)
         module, spec, weights_name = loaded.module, loaded.spec, loaded.weights
         source = _source(data, segmenter, loaded.preprocess)
         preprocess_json = loaded.preprocess.to_json()
@@ -170,7 +170,31 @@ def _merge_options(config: DissectConfig, options: dict[str, Any]) -> DissectCon
     return replace(config, **options)
 
 
-def _as_loaded(model, weights, preprocess) -> LoadedModel:
+def as_loaded(model, weights=None, preprocess: Preprocess | None = None) -> LoadedModel:
+    """A :class:`LoadedModel` in eval mode from a spec, a LoadedModel or a plain module.
+
+    Parameters
+    ----------
+    model : str, LoadedModel or torch.nn.Module
+        A model spec, a loaded model, or a module (fed with ``preprocess``,
+        ImageNet normalisation by default).
+    weights : str or Path, optional
+        A checkpoint to load into it.
+    preprocess : Preprocess, optional
+        Replaces the model's input preprocessing.
+
+    Returns
+    -------
+    LoadedModel
+        The model.
+
+    Raises
+    ------
+    ConfigError
+        For another kind of ``model``.
+    ModelError
+        When the spec or weights cannot be loaded.
+    """
     if isinstance(model, str):
         loaded = load_model(model, weights=weights)
     elif isinstance(model, LoadedModel):

@@ -54,7 +54,7 @@ class Pass:
         at the end.
     update : callable
         ``update(batch, acts, labels)``: ``acts`` maps layer name to (B, U,
-        h, w) float32; ``labels`` is (pixel_labels, image_labels) on the
+        h, w) float32 (the raw outputs under ``Engine(grid=False)``); ``labels`` is (pixel_labels, image_labels) on the
         device when ``labels`` is set, else None.
     labels : bool
         Whether the pass needs concept labels.
@@ -120,18 +120,23 @@ class Engine:
         Edits applied in every forward pass (see :class:`netdissect.hooks.Trace`).
     progress : bool
         Show progress bars (rank 0 only).
+    grid : bool
+        Hand passes the layers as (B, U, h, w) grids (tokens become grids, the
+        class token dropped; the default); False: the raw outputs, any shape
+        (token outputs with their class token, (B, U) linear outputs).
     """
 
     def __init__(self, source: Source, module: nn.Module, layers: list[str], *, device: torch.device,
                  checkpoint: Checkpoint, cache: ActivationCache | None = None, batch_size: int = 32,
                  num_workers: int = 0, dist: Dist | None = None, edit: Mapping[str, Any] | None = None,
-                 progress: bool = True):
+                 progress: bool = True, grid: bool = True):
         self.source, self.module, self.layers = source, module, list(layers)
         self.device = torch.device(device)
         self.checkpoint, self.cache = checkpoint, cache
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.dist, self.edit, self.progress = dist if dist is not None else Dist(), dict(edit or {}), progress
-        self.shard = dist.shard(len(source), self.batch_size)  # whole batches: the same batches as one process
+        self.grid = bool(grid)
+        self.shard = self.dist.shard(len(source), self.batch_size)  # whole batches: the same batches as one process
 
     @property
     def batch_count(self) -> int:
@@ -176,7 +181,7 @@ class Engine:
             indices = range(self.shard.start + self.images_done(start), self.shard.stop)
             loader = self.source.batches(indices, batch_size=self.batch_size, num_workers=self.num_workers,
                                          images=p.activations != "cache-read", pin_memory=self.device.type == "cuda")
-            with _Interrupts() as interrupts, Trace(self.module, self.layers, edit=self.edit) as trace:
+            with _Interrupts() as interrupts, Trace(self.module, self.layers, edit=self.edit, grid=self.grid) as trace:
                 bar = tqdm(loader, total=self.batch_count, initial=start, unit="batch",
                            desc=p.description or p.name, disable=not (self.progress and self.dist.is_main))
                 for count, batch in enumerate(bar, start + 1):

@@ -1,4 +1,4 @@
-"""Labelers: from a layer's statistics to one label per unit (IoU now; words from image-text models later)."""
+"""Labelers: from a layer's statistics to labels per unit: IoU (iou.py), words (similarity.py, words.py)."""
 
 from .base import LABEL_COLUMNS, Labeler, LayerResult
 from .iou import CONVENTIONS, IOU_THRESHOLD, IoULabeler, best_per_category, is_detector, tally_table, unique_detectors

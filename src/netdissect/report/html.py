@@ -3,7 +3,8 @@
 Layout of the report folder (self-contained, relative links only)::
 
     index.html            overview: the run, a table comparing layers, per layer the
-                          detector counts under both conventions, plots, best units
+                          detector counts under both conventions, plots, best units; with
+                          word labels (`netdissect describe`), where words and IoU labels agree
     layer-<slug>.html     the unit gallery of one layer (filter, search, sort in plain JS)
     concepts.html         concept index: for each concept, the units that detect it
     plots/*.png|svg       every plot, in both formats
@@ -102,6 +103,7 @@ class UnitView:
     concept: int  # label number, 0 = unknown
     strip: str | None = None  # relative path of the strip image
     images: list[str] = field(default_factory=list)  # image ids of the top images
+    words: list[tuple[str, list[str]]] = field(default_factory=list)  # (method, best words) of other label tables
 
     @property
     def anchor(self) -> str:
@@ -173,10 +175,48 @@ def _layer_views(result: Dissection) -> list[LayerView]:
         units = [UnitView(int(r.unit), str(r.label), str(r.category), float(r.score),
                           bool(is_detector(float(r.score), cut)), numbers.get((str(r.category), str(r.label)), 0))
                  for r in t[["unit", "label", "category", "score"]].itertuples(index=False)]
+        _attach_words(result, name, units)
         info = result.summary["layers"][name]
         n_top = int(result.config.get("config", {}).get("top_images", 0) or 0)
         views.append(LayerView(name, slugify(name, taken), units, info, tuple(info.get("grid", (0, 0))), n_top))
     return views
+
+
+#: words of another method shown on a unit card
+CARD_WORDS = 3
+
+
+def _other_tables(result: Dissection) -> dict[str, pd.DataFrame]:
+    """The label tables of methods other than IoU (words from `netdissect describe`), by method."""
+    return {m: result.label_table(m) for m in result.label_methods() if m != "iou"}
+
+
+def _attach_words(result: Dissection, layer: str, units: list[UnitView]) -> None:
+    """Add each other method's best words to the cards of ``layer``."""
+    from ..labeling.words import ranked_labels
+
+    by_unit = {u.unit: u for u in units}
+    for method, table in _other_tables(result).items():
+        if not {"layer", "unit", "label"} <= set(table.columns):
+            continue
+        rows = table[table["layer"] == layer]
+        for unit, words in zip(rows["unit"].astype(int), ranked_labels(rows)):
+            if unit in by_unit:
+                by_unit[unit].words.append((method, words[:CARD_WORDS]))
+
+
+def _agreement(result: Dissection) -> list[dict[str, Any]]:
+    """Per word method, per layer: how often its best word agrees with the IoU label (detectors, the rest)."""
+    from ..labeling.words import agreement
+
+    out = []
+    for method, table in _other_tables(result).items():
+        if not {"layer", "unit", "label"} <= set(table.columns):
+            continue
+        rows = agreement(result.labels, table)
+        if len(rows):
+            out.append({"method": method, "rows": rows.to_dict("records")})
+    return out
 
 
 def read_image_ids(run_dir: Path) -> dict[int, str]:
@@ -450,11 +490,12 @@ def _write_pages(result: Dissection, views: list[LayerView], folder: Path, sourc
         "generated": time.strftime("%Y-%m-%d %H:%M"),
     }
     pages = {"index.html": ("index.html.j2", {"page": "index", "facts": _run_facts(result),
-                                               "preview": PREVIEW_UNITS})}
+                                               "preview": PREVIEW_UNITS, "agreement": _agreement(result)})}
     for v in views:
         data = {"kind": "units", "layer": v.name, "cutoff": result.iou_threshold,
                 "items": [{"id": u.anchor, "unit": u.unit, "label": u.label, "cat": u.category,
-                           "score": round(u.iou, 6), "det": u.detector} for u in v.units]}
+                           "score": round(u.iou, 6), "det": u.detector,
+                           "words": " ".join(w for _, words in u.words for w in words)} for u in v.units]}
         pages[v.page] = ("layer.html.j2", {"page": v.page, "layer": v, "data": data})
     detected, undetected = _concept_index(result, views)
     data = {"kind": "concepts", "items": [{"id": f"c{r['number']}", "label": r["name"], "cat": r["category"],

@@ -21,7 +21,9 @@ class DissectionData:
     """The saved results of a dissection: tables, matrices, top images.
 
     ``labels`` is a DataFrame with one row per (layer, unit): layer, unit
-    (1-based), category, label, iou, detector.  The per-layer accessors take
+    (1-based), category, label, iou, detector, method (``"iou"``); the label
+    tables of other methods (words from :func:`netdissect.describe`) are
+    :meth:`label_table`.  The per-layer accessors take
     a layer name and raise :class:`ConfigError` (with close matches) for one
     the run does not have.
 
@@ -40,6 +42,14 @@ class DissectionData:
         self.run_dir = Path(run_dir)
         summary = self.run_dir / SUMMARY
         if not summary.is_file():
+            from .description import word_methods
+
+            if word_methods(self.run_dir):
+                raise DatasetError(
+                    f"{str(self.run_dir)!r} holds word descriptions only (`netdissect describe`), no dissection: "
+                    f"read them with netdissect.Description.load({str(self.run_dir)!r}), or dissect into the same "
+                    "folder to have IoU labels beside them"
+                )
             raise DatasetError(
                 f"{str(self.run_dir)!r} is not a complete dissection run (no summary.json); "
                 "a run that was interrupted resumes when started again with the same arguments"
@@ -101,7 +111,7 @@ class DissectionData:
 
     @cached_property
     def labels(self) -> pd.DataFrame:
-        """One row per (layer, unit): layer, unit (1-based), category, label, iou, detector."""
+        """One row per (layer, unit): layer, unit (1-based), category, label, iou, detector, method ("iou")."""
         frames = []
         for layer in self.layers:
             t = self.tally(layer)
@@ -112,6 +122,7 @@ class DissectionData:
                 "label": t["label"],
                 "iou": t["score"],
                 "detector": is_detector(t["score"], self.iou_threshold),
+                "method": "iou",
             }))
         return pd.concat(frames, ignore_index=True)
 
@@ -123,6 +134,9 @@ class DissectionData:
 
     def label_table(self, method: str) -> pd.DataFrame:
         """The label table of ``method`` (for ``"iou"``: :attr:`labels`).
+
+        A word table (:func:`netdissect.describe`) has the columns layer,
+        unit (1-based), label, score, concept, label_2, score_2, ...
 
         Raises
         ------
@@ -137,7 +151,9 @@ class DissectionData:
         if not path.is_file():
             raise ConfigError(f"this run has no labels from method {method!r} "
                               f"(it has: {', '.join(self.label_methods())})")
-        return pd.read_csv(path, keep_default_na=False, dtype={"layer": str, "label": str})
+        from .description import read_label_csv
+
+        return read_label_csv(path)
 
     def _load(self, layer: str, name: str) -> dict[str, np.ndarray] | np.ndarray:
         """A layer's .npy array or .npz arrays, never unpickling (object arrays are refused)."""

@@ -20,7 +20,7 @@
     return {
       el: document.getElementById(item.id),
       unit: item.unit,
-      text: String(item.label).toLowerCase(),
+      text: (String(item.label) + (item.words ? " " + item.words : "")).toLowerCase(),
       cat: item.cat,
       score: item.score,
       det: item.det,

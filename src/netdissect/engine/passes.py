@@ -30,6 +30,7 @@ from ..stats.base import Statistic
 from .cache import ActivationCache
 from .checkpoint import DONE, Checkpoint
 from .distributed import Dist, RankFailed
+from .memory import tuned_allocator
 from .sources import Batch, Source
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,8 @@ class Engine:
             indices = range(self.shard.start + self.images_done(start), self.shard.stop)
             loader = self.source.batches(indices, batch_size=self.batch_size, num_workers=self.num_workers,
                                          images=p.activations != "cache-read", pin_memory=self.device.type == "cuda")
-            with _Interrupts() as interrupts, Trace(self.module, self.layers, edit=self.edit, grid=self.grid) as trace:
+            with tuned_allocator(), _Interrupts() as interrupts, \
+                    Trace(self.module, self.layers, edit=self.edit, grid=self.grid) as trace:
                 bar = tqdm(loader, total=self.batch_count, initial=start, unit="batch",
                            desc=p.description or p.name, disable=not (self.progress and self.dist.is_main))
                 for count, batch in enumerate(bar, start + 1):

@@ -30,6 +30,7 @@ move with its load (each line says how much CPU other processes used while it
 ran).  A benchmark, not a test: nothing fails on time.
 
     python benchmarks/bench_dissect.py                          # both cases
+    python benchmarks/bench_dissect.py --cases mixed --tuned-dissect
     python benchmarks/bench_dissect.py --cases mixed --threads 1
     python benchmarks/bench_dissect.py --cases synthetic --sizes 200 --model efficientnet_lite0 --layer bn2
 """
@@ -77,7 +78,7 @@ def measure(spec: dict) -> dict:
     from netdissect.data import open_dataset
     from netdissect.data.loader import batches
 
-    if spec["mode"] == "bare+tuned":
+    if spec["mode"] == "bare+tuned" or (spec["mode"] == "dissect" and spec.get("tuned_dissect")):
         from netdissect.engine.memory import tune_allocator
 
         tune_allocator()
@@ -190,6 +191,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads in every process (0: torch's default)")
     p.add_argument("--floors", nargs="+", default=["bare", "bare+tuned"], choices=["bare", "bare+tuned"],
                    help="forward-only processes to compare against")
+    p.add_argument("--tuned-dissect", action="store_true",
+                   help="call tune_allocator() in the dissect process as well (for a pipeline that does not yet)")
     p.add_argument("--assets", type=Path, default=REPO.parent / "shared" / "assets",
                    help="shared assets (data/camvid, data/dtd10) for the mixed case")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "netdissect-bench",
@@ -205,8 +208,10 @@ def main() -> None:
 
     threads = args.threads or torch.get_num_threads()
     print(f"batch {args.batch_size}, {args.workers} loader worker(s), {os.cpu_count()} CPU cores, "
-          f"torch threads {threads}, activation cache {args.cache}\n")
-    common = {"batch_size": args.batch_size, "workers": args.workers, "cache": args.cache, "threads": args.threads}
+          f"torch threads {threads}, activation cache {args.cache}"
+          + (", dissect process with tune_allocator()" if args.tuned_dissect else "") + "\n")
+    common = {"batch_size": args.batch_size, "workers": args.workers, "cache": args.cache, "threads": args.threads,
+              "tuned_dissect": args.tuned_dissect}
     if "synthetic" in args.cases:
         base = {**common, "model": args.model, "layers": args.layer}
         title = f"synthetic: {args.model} {' '.join(args.layer)}, 224x224 synthetic images"

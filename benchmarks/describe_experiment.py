@@ -12,6 +12,8 @@
    every similarity function: top-1 / top-5 accuracy of the description
    against unit k's class name, and the mean cosine of description and name
    in the image-text model's text space (one-hot: equal to top-1 here).
+   WPMI and SoftWPMI also with ``top_k`` = the images per class (1 or 2),
+   since their defaults (28, 100) assume many images of each concept.
 2. Synthetic concepts.  EfficientNet-Lite0 ``blocks.5`` dissected on
    ``synthetic:n=N`` (IoU labels), then described on the same images with the
    project's ``synthetic_clip`` model and the data set's 52 concept words:
@@ -87,15 +89,20 @@ def imagenet(out: Path, workers: int) -> list[dict]:
     rows = []
     for name, probe in probes.items():
         key = name.split(",")[0].split(" ")[0] + ("-flip" if "mirror" in name else "")
-        for sim in SIMILARITIES:
+        per_class = len(probe) // 1000 if not isinstance(probe, str) else 1
+        runs = [(sim, {}) for sim in SIMILARITIES]
+        runs += [("wpmi", {"top_k": per_class}), ("soft_wpmi", {"top_k": per_class})]
+        for sim, params in runs:
             t0 = time.perf_counter()
+            label = sim + "".join(f" {k}={v}" for k, v in params.items())
             d = netdissect.describe("efficientnet_lite0", probe, layers=["classifier"], image_text=it,
-                                    concepts="model", similarity=sim, out=out / f"imagenet-{key}", top=5,
-                                    num_workers=workers, progress=False)
+                                    concepts="model", similarity=sim, similarity_params=params,
+                                    method="words-" + label.replace(" ", "-").replace("=", ""),
+                                    out=out / f"imagenet-{key}", top=5, num_workers=workers, progress=False)
             m = d.evaluate(truth, text_model=it)
-            rows.append({"probe": name, "similarity": sim, **m, "seconds": round(time.perf_counter() - t0, 1),
+            rows.append({"probe": name, "similarity": label, **m, "seconds": round(time.perf_counter() - t0, 1),
                          "images": d.info["images"]})
-            print(f"  {name:26s} {sim:13s} top-1 {m['top1']:.3f}  top-5 {m['top5']:.3f}  "
+            print(f"  {name:26s} {label:18s} top-1 {m['top1']:.3f}  top-5 {m['top5']:.3f}  "
                   f"mean cos {m['mean_cos']:.3f}  ({rows[-1]['seconds']} s)", flush=True)
     crop = probes["centre crop 224"]
     for spec in ("efficientnet_lite0", "efficientnet_lite2"):

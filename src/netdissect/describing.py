@@ -301,6 +301,10 @@ class _Describe:
             log.info("word labels %r for these arguments are already complete in %s", self.method, run_dir)
             return done
         dim = self.embedding_size()
+        text = self.text_embeddings()  # before the pass: a word the model cannot embed fails at once
+        if text.dim() != 2 or text.shape != (len(self.vocab), dim):
+            raise ConfigError(f"image-text model {self._it_spec()!r} embeds {len(self.vocab)} words as "
+                              f"{tuple(text.shape)} but images as (N, {dim})")
         ckpt = Checkpoint(run_dir / STATE_DIR, pass_key, dist=self.dist, interval=self.checkpoint_seconds)
         ckpt.prepare()
         if not self.dist.all_true(ckpt.load()):
@@ -318,7 +322,7 @@ class _Describe:
         failure: BaseException | None = None
         if self.dist.is_main:
             try:
-                self._write(run_dir, summaries, images, label_identity, key)
+                self._write(run_dir, summaries, images, text, label_identity, key)
             except BaseException as exc:  # raised below, once the other ranks know
                 failure = exc
         told = self.dist.gather(None if failure is None else f"{type(failure).__name__}: {failure}")
@@ -348,12 +352,12 @@ class _Describe:
                 parts.append(self.image_text.encode_text(words[start:start + TEXT_BATCH]).float().to(self.device))
         return torch.cat(parts)
 
-    def _write(self, run_dir: Path, summaries: StatGroup, images: UnitSummary, identity: dict[str, Any],
-               key: str) -> None:
+    def _write(self, run_dir: Path, summaries: StatGroup, images: UnitSummary, text: torch.Tensor,
+               identity: dict[str, Any], key: str) -> None:
         import pandas as pd
 
         started = time.time()
-        p = concept_activations(images.result(), self.text_embeddings())  # (N, M)
+        p = concept_activations(images.result(), text)  # (N, M)
         tables = []
         for name in self.layers:
             q = summaries[name].result()

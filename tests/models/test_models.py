@@ -182,7 +182,7 @@ def test_checkpoint_that_does_not_fit_leaves_the_model_as_it_was(tmp_path):
     assert state_hash(model) == before
 
 
-RESNET20 = (Path(__file__).resolve().parents[2] / "shared" / "assets" / "weights" / "cifar10_resnet"
+RESNET20 = (Path(__file__).resolve().parents[3] / "shared" / "assets" / "weights" / "cifar10_resnet"
             / "resnet20.th")
 
 

@@ -12,7 +12,7 @@ from netdissect.models import load_model
 from netdissect.models.squeezenet import PLACES365_PREPROCESS, SqueezeNetPlaces365
 from netdissect.models.weights import read_state_dict
 
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
+ASSETS = Path(__file__).resolve().parents[3] / "shared" / "assets"
 WEIGHTS = ASSETS / "weights" / "squeezenet_places365"
 _skip = pytest.mark.skipif(not (WEIGHTS / "squeezenet_places365.safetensors").is_file(),
                            reason=f"test assets not found at {ASSETS} (../shared/assets)")

@@ -130,6 +130,31 @@ def test_siglip_pads_to_max_length_and_squashes_images(clip_tokenizer):
     assert transform_from_image_processor(processor) == m.transform
 
 
+def test_siglip_saved_with_its_sentencepiece_tokenizer_opens_by_spec(tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    pytest.importorskip("google.protobuf")
+    words = "red green blue sky sea sand grass house tree car person flower ball sun box a photo of the".split()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(words[i:] + words[:i]) for i in range(len(words))) + "\n")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "spiece"), vocab_size=40,
+                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    tokenizer = transformers.SiglipTokenizer(vocab_file=str(tmp_path / "spiece.model"))
+    torch.manual_seed(0)
+    text = dict(SMALL_TEXT, vocab_size=40, max_position_embeddings=16, pad_token_id=0, bos_token_id=1, eos_token_id=1)
+    model = transformers.SiglipModel(transformers.SiglipConfig(text_config=text, vision_config=SMALL_VISION))
+    folder = tmp_path / "siglip"
+    model.save_pretrained(folder)
+    transformers.SiglipProcessor(image_processor=transformers.SiglipImageProcessor(size={"height": 32, "width": 32}),
+                                 tokenizer=tokenizer).save_pretrained(folder)
+    m = load_image_text(f"hf:{folder}")  # AutoModel + AutoProcessor, offline
+    assert type(m.tokenizer).__name__ == "SiglipTokenizer" and (m.padding, m.max_length) == ("max_length", 16)
+    assert m.transform == ImageTransform((32, 32), None, (0.5,) * 3, (0.5,) * 3, "bicubic", "squash")
+    assert m.tokenize(["red"])["input_ids"].shape == (1, 16)
+    want = HFImageText(model, tokenizer).encode_text(["red", "a red house"])
+    assert torch.allclose(m.encode_text(["red", "a red house"]), want, atol=1e-5)
+    assert m.encode_images(smooth_images(2, 40, 60)).shape == (2, 32)
+
+
 def test_real_clip_vit_b16_architecture(clip_tokenizer):
     start = time.time()
     torch.manual_seed(0)

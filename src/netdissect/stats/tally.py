@@ -242,8 +242,11 @@ def image_categories(
     pixel_labels: torch.Tensor, image_labels: torch.Tensor, category_of: torch.Tensor, num_categories: int,
     *, pixels: bool = True,
 ) -> torch.Tensor:
-    """(B, G) bool: image b carries an image-level label of category g (or, with
-    ``pixels=True``, any label of g at all)."""
+    """(B, G) bool: whether image b carries a label of category g.
+
+    With ``pixels=False`` only image-level labels count; with ``pixels=True``
+    any label of g at all (pixel-level or image-level).
+    """
     b = image_labels.shape[0]
     g1 = num_categories + 1
     rows = torch.arange(b, device=image_labels.device).view(-1, 1)
@@ -274,14 +277,17 @@ class LabelCounts(Statistic):
         self.images += pixel_labels.shape[0]
 
     def merge(self, other: "LabelCounts") -> None:
+        """Add another shard's counts (same ``num_labels``)."""
         self._check_same(other, "num_labels")
         self.truth += other.truth.to(self.truth.device)
         self.images += other.images
 
     def state_dict(self) -> dict[str, Any]:
+        """The counts on the CPU."""
         return {"truth": self.truth.cpu(), "images": self.images, "num_labels": self.num_labels}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` (raises ValueError for another number of labels)."""
         if state["num_labels"] != self.num_labels:
             raise ValueError(f"saved LabelCounts has {state['num_labels']} labels, this one {self.num_labels}")
         self.truth = state["truth"].to(self.truth.device)
@@ -414,6 +420,7 @@ class IoUTally(Statistic):
             yield p, zero.expand_as(p), zero.expand_as(p), mask.view(mask.shape[0], -1)
 
     def merge(self, other: "IoUTally") -> None:
+        """Add another shard's tallies (same thresholds, labels, categories and denominator rule)."""
         self._check_same(other, "units", "num_labels", "num_categories", "label_size", "denominator")
         if not torch.equal(self.thresholds.cpu(), other.thresholds.cpu()):
             raise ValueError("cannot merge IoU tallies made with different thresholds")
@@ -422,6 +429,7 @@ class IoUTally(Statistic):
         self.mask_pixels += other.mask_pixels.to(self.mask_pixels.device)
 
     def state_dict(self) -> dict[str, Any]:
+        """The tallies and thresholds on the CPU."""
         return {
             "thresholds": self.thresholds.cpu(),
             "intersect": self.intersect.cpu(),
@@ -431,6 +439,7 @@ class IoUTally(Statistic):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` (raises ValueError for other thresholds or denominator rule)."""
         if not torch.equal(state["thresholds"], self.thresholds.cpu()) or state["denominator"] != self.denominator:
             raise ValueError("saved IoU tally was made with other thresholds or another denominator rule")
         device = self.intersect.device

@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/netdissect demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

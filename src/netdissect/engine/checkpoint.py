@@ -52,7 +52,7 @@ class Checkpoint:
         self.key = key
         self.dist = dist if dist is not None else Dist()
         self.directory = Path(run_dir) / ".cache" / key[:20]
-        name = "state.pt" if dist.world == 1 else f"state-r{dist.rank}-of-{dist.world}.pt"
+        name = "state.pt" if self.dist.world == 1 else f"state-r{self.dist.rank}-of-{self.dist.world}.pt"
         self.path = self.directory / name
         self.interval = float(interval)
         self.saved: dict[str, Any] = {}

@@ -125,18 +125,24 @@ class Engine:
         Hand passes the layers as (B, U, h, w) grids (tokens become grids, the
         class token dropped; the default); False: the raw outputs, any shape
         (token outputs with their class token, (B, U) linear outputs).
+    batch_context : callable, optional
+        ``batch_context(batch)`` returns a context manager that each forward
+        pass runs inside (e.g. :func:`netdissect.lwta.sample_ids`, so that a
+        stochastic layer samples per image, whatever the batch).
     """
 
     def __init__(self, source: Source, module: nn.Module, layers: list[str], *, device: torch.device,
                  checkpoint: Checkpoint, cache: ActivationCache | None = None, batch_size: int = 32,
                  num_workers: int = 0, dist: Dist | None = None, edit: Mapping[str, Any] | None = None,
-                 progress: bool = True, grid: bool = True):
+                 progress: bool = True, grid: bool = True,
+                 batch_context: Callable[[Batch], Any] | None = None):
         self.source, self.module, self.layers = source, module, list(layers)
         self.device = torch.device(device)
         self.checkpoint, self.cache = checkpoint, cache
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.dist, self.edit, self.progress = dist if dist is not None else Dist(), dict(edit or {}), progress
         self.grid = bool(grid)
+        self.batch_context = batch_context
         self.shard = self.dist.shard(len(source), self.batch_size)  # whole batches: the same batches as one process
 
     @property
@@ -285,7 +291,11 @@ class Engine:
 
     def _forward(self, trace: Trace, batch: Batch, need_output: bool) -> dict[str, torch.Tensor]:
         x = self.source.model_input(batch, self.device)
-        raw = trace.run(x, stop_early=not need_output)
+        if self.batch_context is None:
+            raw = trace.run(x, stop_early=not need_output)
+        else:
+            with self.batch_context(batch):
+                raw = trace.run(x, stop_early=not need_output)
         acts = {}
         for name in self.layers:
             a = raw[name].float()

@@ -8,6 +8,7 @@ Specs:
   weights), ``torchvision:resnet18:IMAGENET1K_V1`` (downloaded by torchvision)
 - ``timm:NAME[:pretrained]``
 - ``module:package.module:factory`` (calls ``factory()``)
+- ``lwta:SPEC?U=4`` (SPEC with its activations replaced by LWTA; :mod:`netdissect.lwta.convert`)
 
 Any source takes ``weights=FILE`` (a state dict or a safetensors file).
 Add a source with :func:`register_source`; :func:`list_sources` and
@@ -315,3 +316,14 @@ def _squeezenet_places365() -> LoadedModel:
     from .squeezenet import PLACES365_PREPROCESS, squeezenet_places365
 
     return LoadedModel(squeezenet_places365(), PLACES365_PREPROCESS, "squeezenet_places365")
+
+
+# -- lwta:INNER?U=N (DISCOVER's LWTA conversion of any model) ------------------
+
+
+@register_source("lwta")
+def _lwta(rest: str) -> LoadedModel:
+    """``lwta:INNER?U=4[&mode=argmax][&classes=N]``: see :mod:`netdissect.lwta.convert`."""
+    from ..lwta.convert import load_converted
+
+    return load_converted(rest)

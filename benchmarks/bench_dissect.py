@@ -33,6 +33,7 @@ ran).  A benchmark, not a test: nothing fails on time.
     python benchmarks/bench_dissect.py --cases mixed --tuned-dissect
     python benchmarks/bench_dissect.py --cases mixed --threads 1
     python benchmarks/bench_dissect.py --cases synthetic --sizes 200 --model efficientnet_lite0 --layer bn2
+    python benchmarks/bench_dissect.py --device cuda --quick    # on a GPU: synthetic case, bare floor
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def measure(spec: dict) -> dict:
 
         tune_allocator()
     torch.manual_seed(0)
+    device = torch.device(spec.get("device", "cpu"))
     loaded = netdissect.load_model(spec["model"])
+    loaded.module.to(device)
     data = open_dataset(spec["data"])
     n = len(data)
     busy0, (user0, sys0, flt0) = _busy_seconds(), _own_cpu()
@@ -92,11 +95,13 @@ def measure(spec: dict) -> dict:
         with tempfile.TemporaryDirectory() as out:
             netdissect.dissect(loaded, data, layers=spec["layers"], out=out, progress=False,
                                batch_size=spec["batch_size"], num_workers=spec["workers"],
-                               activation_cache=spec["cache"])
+                               activation_cache=spec["cache"], device=str(device))
     else:
         with torch.no_grad():
             for batch in batches(data, range(n), batch_size=spec["batch_size"], num_workers=spec["workers"]):
-                loaded.module(loaded.preprocess(batch.images))
+                loaded.module(loaded.preprocess(batch.images.to(device)))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     busy1, (user1, sys1, flt1) = _busy_seconds(), _own_cpu()
     own = (user1 - user0) + (sys1 - sys0)
@@ -105,6 +110,7 @@ def measure(spec: dict) -> dict:
         "user_s": user1 - user0, "sys_s": sys1 - sys0, "minflt": flt1 - flt0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "others_cpu_s": None if busy0 is None else max(0.0, (busy1 - busy0) - own),
     }
 
@@ -127,7 +133,8 @@ def print_rows(rows: list[dict]) -> None:
     for r in rows:
         others = "" if r["others_cpu_s"] is None else f"{r['others_cpu_s']:8.1f}"
         print(f"  {r['mode']:11s} {r['n']:6d} {r['seconds']:8.1f} {r['images_per_s']:7.1f} {r['user_s']:7.1f} "
-              f"{r['sys_s']:6.1f} {r['minflt']:12d} {r['peak_rss_mb']:8.1f} {others}", flush=True)
+              f"{r['sys_s']:6.1f} {r['minflt']:12d} {r['peak_rss_mb']:8.1f} {others}"
+              + ("" if r.get("peak_gpu_mb") is None else f"  GPU peak {r['peak_gpu_mb']:.0f} MB"), flush=True)
 
 
 def run_case(title: str, base: dict, data_specs: list[str], floors: list[str]) -> dict[str, list[dict]]:
@@ -197,8 +204,12 @@ def main() -> None:
                    help="shared assets (data/camvid, data/dtd10) for the mixed case")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "netdissect-bench",
                    help="where the mixed case's concept set is built")
+    p.add_argument("--device", default="cpu", help="torch device of every process (cuda: the GPU check)")
+    p.add_argument("--quick", action="store_true", help="the synthetic case against the bare floor only")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.quick:
+        args.cases, args.floors = ["synthetic"], ["bare"]
 
     if args.child:
         print(json.dumps(measure(json.loads(args.child))))
@@ -208,10 +219,10 @@ def main() -> None:
 
     threads = args.threads or torch.get_num_threads()
     print(f"batch {args.batch_size}, {args.workers} loader worker(s), {os.cpu_count()} CPU cores, "
-          f"torch threads {threads}, activation cache {args.cache}"
+          f"torch threads {threads}, activation cache {args.cache}, device {args.device}"
           + (", dissect process with tune_allocator()" if args.tuned_dissect else "") + "\n")
     common = {"batch_size": args.batch_size, "workers": args.workers, "cache": args.cache, "threads": args.threads,
-              "tuned_dissect": args.tuned_dissect}
+              "tuned_dissect": args.tuned_dissect, "device": args.device}
     if "synthetic" in args.cases:
         base = {**common, "model": args.model, "layers": args.layer}
         title = f"synthetic: {args.model} {' '.join(args.layer)}, 224x224 synthetic images"

@@ -1,0 +1,104 @@
+"""Plots and HTML pages of the unit experiments: ablation, adversarial attacks, explanations.
+
+Figures are made without pyplot (no global state) through
+:func:`netdissect.report.plots.new_figure`; pages are self-contained HTML with
+every text escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .plots import new_figure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..experiments.ablation import Ablation
+
+_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}"
+          "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;border-bottom:1px solid #ddd;"
+          "text-align:left}img{max-width:100%}h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.5em}")
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
+
+
+def _table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for _, r in frame.iterrows():
+        cells = "".join(f"<td>{html.escape(floatfmt.format(v) if isinstance(v, float) else str(v))}</td>" for v in r)
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, format="png", dpi=120, metadata={"Software": None})
+    return path
+
+
+# -- ablation -------------------------------------------------------------------
+
+
+def plot_ablation_curves(result: "Ablation", path: str | Path, *, max_classes: int = 12) -> Path:
+    """Metric on the test split against n: the top n units ablated (left), all but the top n (right).
+
+    One thin line per class (the first ``max_classes``), the mean over all
+    classes thick, chance (0.5 for balanced accuracy) dashed.  Writes a PNG.
+    """
+    fig, (left, right) = new_figure(10, 4, ncols=2)
+    c = result.curves
+    for ax, mode, title in ((left, "top", "top n units ablated"), (right, "all-but-top", "all but the top n ablated")):
+        d = c[c["mode"] == mode]
+        for cls in sorted(d["class"].unique())[:max_classes]:
+            e = d[d["class"] == cls].sort_values("n")
+            ns = np.r_[0, e["n"].to_numpy()]
+            ax.plot(ns, np.r_[e["baseline"].iloc[0], e["value"].to_numpy()], lw=0.8, alpha=0.6,
+                    label=str(e["class_name"].iloc[0]))
+        mean = d.groupby("n")["value"].mean()
+        ax.plot(np.r_[0, mean.index.to_numpy()], np.r_[np.nanmean(result.baseline_test), mean.to_numpy()],
+                color="black", lw=2.2, label="mean over classes")
+        if result.metric == "balanced_accuracy":
+            ax.axhline(0.5, color="grey", ls="--", lw=0.8)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("n (units)")
+        ax.set_ylabel(result.metric.replace("_", " ") + " (test)")
+        ax.set_title(f"{result.layer}: {title}", fontsize=10)
+    left.legend(fontsize=6, frameon=False)
+    return _save(fig, path)
+
+
+def plot_importance_iou(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Mean best IoU of units against the number of classes they are important to (PNAS 2020 Fig. 3)."""
+    fig, (ax,) = new_figure(5, 3.5)
+    x = frame["classes"].to_numpy()
+    ax.errorbar(x, frame["mean_iou"], yerr=2.576 * frame["sem"].fillna(0), fmt="o-", capsize=3)
+    labels = [f"{k}+" if k == x.max() and k > 0 else str(k) for k in x]
+    ax.set_xticks(x, labels)
+    for xi, y, n in zip(x, frame["mean_iou"], frame["units"]):
+        ax.annotate(f"{n}", (xi, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("classes the unit is important to (top 4)")
+    ax.set_ylabel("mean IoU of the unit's label (99% CI)")
+    return _save(fig, path)
+
+
+def ablation_page(result: "Ablation", summary: pd.DataFrame, ranking: pd.DataFrame,
+                  by_iou: pd.DataFrame | None, figures: Sequence[str]) -> str:
+    """The HTML page of an ablation result (figures are file names beside the page)."""
+    body = [f"<p>Layer <b>{html.escape(result.layer)}</b>, metric {html.escape(result.metric)}, "
+            f"{result.importance.shape[0]} units, {len(result.classes)} classes; model split: "
+            f"{html.escape(result.method)}. Units ranked by single-unit ablation on the ranking split, "
+            "tested on the test split (PNAS 2020).</p>"]
+    body += [f"<p><img src='{html.escape(f)}'></p>" for f in figures]
+    body.append("<h2>Classes</h2>" + _table(summary))
+    if by_iou is not None:
+        body.append("<h2>Units important to many classes</h2>" + _table(by_iou))
+    body.append("<h2>Most important units per class</h2>" + _table(ranking, "{:.4f}"))
+    return _page(f"Unit ablation: {result.layer}", "".join(body))

@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -58,6 +58,35 @@ from .storage import disk_full_as_error, tensor_bytes
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class DerivedLayer:
+    """A layer computed from a traced one, dissected as a layer of its own in the same two passes.
+
+    Used by the rotation experiment (Bau et al. 2017, section 3.2; METHODS
+    A1): each rotated basis ``R a(:, y, x)`` of a layer is one derived layer,
+    so one forward pass per batch serves every rotation, and the threshold
+    pass and the IoU pass apply the same transform to the same activations.
+
+    Attributes
+    ----------
+    layer : str
+        The traced layer it is computed from (must be in ``layers``).
+    transform : callable
+        ``transform(acts) -> acts'``: (B, U, h, w) float32 -> (B, U', h, w)
+        float32 on the same device; a pure function of its input.
+    identity : dict
+        JSON-able description of the transform (it enters the run's content
+        key, so a changed transform never reuses old results).
+    units : int, optional
+        U' (default: U of ``layer``).
+    """
+
+    layer: str
+    transform: Callable[[torch.Tensor], torch.Tensor] = field(compare=False)
+    identity: dict[str, Any] = field(default_factory=dict)
+    units: int | None = None
+
+
 def dissect(
     model: "str | nn.Module | LoadedModel | None" = None,
     data: "str | Path | ConceptDataset | Source | None" = None,
@@ -72,6 +101,7 @@ def dissect(
     samples: int | None = None,
     progress: bool = True,
     wait: bool = False,
+    derived: Mapping[str, DerivedLayer] | None = None,
     **options: Any,
 ) -> Dissection:
     """Dissect ``layers`` of a model (or a generator) and label every unit with a concept.
@@ -111,6 +141,9 @@ def dissect(
         When another process is writing into ``out`` (it holds
         ``out/.lock``), wait for it to finish instead of raising
         :class:`~netdissect.errors.RunInUseError`.
+    derived : mapping of str to DerivedLayer, optional
+        More layers computed from traced ones (e.g. rotated bases), each
+        thresholded, tallied and written under its own name like a layer.
 
     Returns
     -------
@@ -157,7 +190,7 @@ def dissect(
     check_run_dir(run_dir)
     with hold_run_dir(run_dir, wait=wait, dist=Dist.current()):  # one run at a time writes into run_dir
         return _Dissect(module, spec, weights_name, preprocess_json, source, list(layers), config, run_dir,
-                        progress).execute()
+                        progress, derived).execute()
 
 
 def _merge_options(config: DissectConfig, options: dict[str, Any]) -> DissectConfig:
@@ -243,9 +276,17 @@ class _Dissect:
     """One dissection run: plan, two engine passes, labels, run directory."""
 
     def __init__(self, module: nn.Module, spec: str, weights: str | None, preprocess_json: dict[str, Any],
-                 source: Source, layer_names: list[str], config: DissectConfig, run_dir: Path, progress: bool):
+                 source: Source, layer_names: list[str], config: DissectConfig, run_dir: Path, progress: bool,
+                 derived: Mapping[str, DerivedLayer] | None = None):
         if len(set(layer_names)) != len(layer_names):
             raise ConfigError(f"layers {layer_names} name a layer twice")
+        self.derived = dict(derived or {})
+        for name, d in self.derived.items():
+            if name in layer_names:
+                raise ConfigError(f"derived layer {name!r} has the name of a traced layer")
+            if d.layer not in layer_names:
+                raise ConfigError(f"derived layer {name!r} is computed from {d.layer!r}, which is not in "
+                                  f"layers {layer_names}")
         self.dist = Dist.current()
         self.config = replace(config, device=config.device or default_device()).resolved()
         self.device = resolve_device(self.config.device)
@@ -268,6 +309,8 @@ class _Dissect:
             processes=self.dist.world, versions=versions(),
             started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
         )
+        if self.derived:  # only then: the key of a plain run does not change
+            info.options["derived"] = {name: {"layer": d.layer, **d.identity} for name, d in self.derived.items()}
         info.key = run_key(info.identity())
         return info
 
@@ -282,9 +325,11 @@ class _Dissect:
                 ActivationCache.remove_leftovers(ckpt.directory)  # of a run killed after writing its results
             return done
         # every layer is checked before anything in the run directory changes
-        shapes = probe_layers(self.module, self.source.probe_input(self.device), self.layer_names)
+        traced = probe_layers(self.module, self.source.probe_input(self.device), self.layer_names)
+        shapes = {**traced, **{name: (d.units or traced[d.layer][0], traced[d.layer][1])
+                               for name, d in self.derived.items()}}
         ckpt.prepare()
-        cache = ActivationCache(ckpt.directory, {n: (u, *g) for n, (u, g) in shapes.items()},
+        cache = ActivationCache(ckpt.directory, {n: (u, *g) for n, (u, g) in traced.items()},
                                 prefix="acts" if self.dist.world == 1 else f"acts-r{self.dist.rank}")
         shard = self.dist.shard(self.n, self.config.batch_size)
         use_disk = use_disk_cache(self.config.activation_cache, cache.total_bytes(len(shard)),
@@ -350,10 +395,15 @@ class _Dissect:
             ckpt.reset()
         ckpt.extra["use_disk"] = use_disk
 
-    @staticmethod
-    def _update_thresholds(group: StatGroup):
+    def _layer_acts(self, acts: dict[str, torch.Tensor]):
+        """Yield (name, activations) of every traced layer, then of every derived layer (one at a time)."""
+        yield from acts.items()
+        for name, d in self.derived.items():
+            yield name, d.transform(acts[d.layer])
+
+    def _update_thresholds(self, group: StatGroup):
         def update(batch, acts, labels):
-            for name, a in acts.items():
+            for name, a in self._layer_acts(acts):
                 group[name].update(a, batch.indices)
 
         return update
@@ -369,13 +419,12 @@ class _Dissect:
 
     def _update_iou(self, group: StatGroup):
         counts = group["counts"]
-        layers = [n for n in group if n != "counts"]
 
         def update(batch, acts, labels):
             pixel, image = labels
             counts.update(pixel, image)
-            for name in layers:
-                group[name].update(acts[name], pixel, image, batch.indices)
+            for name, a in self._layer_acts(acts):
+                group[name].update(a, pixel, image, batch.indices)
 
         return update
 

@@ -47,6 +47,7 @@ from .errors import ConfigError, DatasetError
 from .hooks import Trace
 from .labeling.similarity import get_similarity
 from .labeling.words import Vocabulary, concept_activations, load_vocabulary, word_table
+from .lwta.layer import needs_ids, sample_ids, winner_rule
 from .models import Preprocess, state_hash
 from .paths import encode_name
 from .pipeline import as_loaded
@@ -286,6 +287,7 @@ class _Describe:
             "data": self.source.spec(), "data_fingerprint": self.source.fingerprint(), "images": len(self.source),
             "image_text": self._it_spec(), "image_text_fingerprint": self._it_fingerprint(),
             "batch_size": self.batch_size, "device": self.device.type,
+            **({"lwta": rule} if (rule := winner_rule(self.module)) is not None else {}),
         }
 
     # -- run -----------------------------------------------------------------------------
@@ -316,7 +318,9 @@ class _Describe:
         group = StatGroup({"layers": summaries, "images": images})
         engine = Engine(self.source, self.module, self.layers, device=self.device, checkpoint=ckpt,
                         batch_size=self.batch_size, num_workers=self.num_workers, dist=self.dist,
-                        progress=self.progress, grid=False)
+                        progress=self.progress, grid=False,
+                        batch_context=(lambda batch: sample_ids(self.module, batch.indices))
+                        if needs_ids(self.module) else None)
         engine.run(Pass("summaries", group, self._update(summaries, images),
                         description="describe: unit summaries and image embeddings"))
         failure: BaseException | None = None

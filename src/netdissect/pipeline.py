@@ -49,6 +49,7 @@ from .engine.sources import ConceptSource, GeneratorSource, SegmentedSource, Sou
 from .errors import ConfigError, DatasetError, close_matches
 from .labeling.base import LayerResult
 from .labeling.iou import IoULabeler
+from .lwta.layer import needs_ids, sample_ids, winner_rule
 from .models import LoadedGenerator, LoadedModel, Preprocess, load_generator, load_model, state_hash
 from .results.rundir import RunInfo, write_run
 from .stats import LabelCounts
@@ -311,6 +312,9 @@ class _Dissect:
         )
         if self.derived:  # only then: the key of a plain run does not change
             info.options["derived"] = {name: {"layer": d.layer, **d.identity} for name, d in self.derived.items()}
+        rule = winner_rule(self.module)
+        if rule is not None:  # stochastic LWTA layers (DISCOVER): how both passes see the same winners
+            info.options["lwta"] = rule
         info.key = run_key(info.identity())
         return info
 
@@ -337,7 +341,8 @@ class _Dissect:
                                   labels_from_output=self.source.labels_from_output)
         engine = Engine(self.source, self.module, self.layer_names, device=self.device, checkpoint=ckpt,
                         cache=cache if use_disk else None, batch_size=self.config.batch_size,
-                        num_workers=self.config.num_workers, dist=self.dist, progress=self.progress)
+                        num_workers=self.config.num_workers, dist=self.dist, progress=self.progress,
+                        batch_context=self._batch_context())
         first = self._threshold_pass(shapes)
         self._restore(ckpt, engine, first, use_disk)
         engine.run(Pass("thresholds", first, self._update_thresholds(first), activations=(
@@ -365,6 +370,13 @@ class _Dissect:
             raise RankFailed(f"rank 0 could not write the results ({told[0]}); the state of every rank is saved: "
                              "fix the cause and run the same command again")
         return Dissection.load(self.run_dir)
+
+    def _batch_context(self):
+        """Per-image seeded sampling for sampling LWTA layers (same winners in both passes), else None."""
+        if not needs_ids(self.module):
+            return None
+        module = self.module
+        return lambda batch: sample_ids(module, batch.indices)
 
     # -- passes ---------------------------------------------------------------------
     def _threshold_pass(self, shapes) -> StatGroup:

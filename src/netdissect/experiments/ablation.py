@@ -268,11 +268,14 @@ class Ablation:
         return [int(u) for u in self.units_ranked[cls, :n]]
 
     def importance_frame(self, top: int = 10) -> pd.DataFrame:
-        """Per class, its ``top`` units: class, class_name, rank (1-based), unit (0-based), importance."""
+        """Per class, its ``top`` units: class, class_name, rank, unit, importance (rank and unit 1-based).
+
+        Units are numbered from 1, as in the dissection's tables.
+        """
         rows = []
         for c, name in enumerate(self.classes):
             for r, u in enumerate(self.units_ranked[c, :top]):
-                rows.append({"class": c, "class_name": name, "rank": r + 1, "unit": int(u),
+                rows.append({"class": c, "class_name": name, "rank": r + 1, "unit": int(u) + 1,
                              "importance": float(self.importance[u, c])})
         return pd.DataFrame(rows)
 
@@ -325,7 +328,7 @@ class Ablation:
     def save(self, out: str | Path, *, iou: Sequence[float] | None = None, labels: Sequence[str] | None = None) -> Path:
         """Write the tables, plots and an HTML page into folder ``out``; returns ``out/index.html``.
 
-        Files: ``summary.json``, ``importance.npy`` (U, K), ``ranking.csv``,
+        ``iou`` and ``labels`` are per unit in 0-based order (U,).  Files: ``summary.json``, ``importance.npy`` (U, K), ``ranking.csv``,
         ``curves.csv``, ``classes.csv``, ``curves.png``, and with ``iou``
         ``importance_iou.csv`` and ``importance_iou.png``.
         """
@@ -334,9 +337,9 @@ class Ablation:
         np.save(out / "importance.npy", self.importance)
         ranking = self.importance_frame()
         if labels is not None:
-            ranking["label"] = [labels[u] for u in ranking["unit"]]
+            ranking["label"] = [labels[u - 1] for u in ranking["unit"]]
         if iou is not None:
-            ranking["iou"] = [float(iou[u]) for u in ranking["unit"]]
+            ranking["iou"] = [float(iou[u - 1]) for u in ranking["unit"]]
         ranking.to_csv(out / "ranking.csv", index=False)
         self.curves.to_csv(out / "curves.csv", index=False)
         summary = self.class_summary()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
-from .plots import new_figure
+from .plots import new_figure, plain
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..experiments.ablation import Ablation
@@ -102,3 +102,59 @@ def ablation_page(result: "Ablation", summary: pd.DataFrame, ranking: pd.DataFra
         body.append("<h2>Units important to many classes</h2>" + _table(by_iou))
     body.append("<h2>Most important units per class</h2>" + _table(ranking, "{:.4f}"))
     return _page(f"Unit ablation: {result.layer}", "".join(body))
+
+
+# -- explanations ---------------------------------------------------------------
+
+
+def _overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 image with a (h, w) map upsampled and shown in red, scaled to its positive part."""
+    import torch
+    import torch.nn.functional as F
+
+    up = F.interpolate(torch.from_numpy(np.ascontiguousarray(heat))[None, None].float(), size=image.shape[:2],
+                       mode="bilinear", align_corners=False)[0, 0].numpy()
+    up = np.clip(up, 0, None)
+    up = up / up.max() if up.max() > 0 else up
+    out = image.astype(np.float32) * (0.35 + 0.65 * up[..., None])
+    out[..., 0] = np.maximum(out[..., 0], 255 * up * 0.8)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def _mask_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Dim the image outside ``mask``."""
+    out = image.astype(np.float32)
+    out[~mask] *= 0.25
+    return out.astype(np.uint8)
+
+
+def plot_explanation(expl, path: str | Path) -> Path:
+    """The image, the class activation map, and each top unit's region with its label (TPAMI 2018 Fig.)."""
+    n = len(expl.units)
+    fig, axes = new_figure(2.6 * (n + 2), 3.2, ncols=n + 2)
+    axes[0].imshow(expl.image)
+    axes[0].set_title(plain(f"{expl.class_name}  (logit {expl.logit:.2f})"), fontsize=8)
+    axes[1].imshow(_overlay(expl.image, expl.cam))
+    axes[1].set_title("CAM" if expl.method == "gap-linear" else "gradient x activation", fontsize=8)
+    for ax, (_, row) in zip(axes[2:], expl.units.iterrows()):
+        ax.imshow(_mask_overlay(expl.image, expl.region(int(row["unit"]))))
+        label = f"{row['label']} ({row['iou']:.2f})" if row["label"] else "(no label)"
+        ax.set_title(plain(f"unit {row['unit']}: {label}\n{row['contribution']:+.2f}"), fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def explanation_page(expl, figure: str) -> str:
+    """The HTML page of one explanation (``figure`` is the PNG's file name beside it)."""
+    method = ("exact split of the logit: contribution = w<sub>ck</sub> &middot; F<sub>k</sub>, summing to logit "
+              "minus bias" if expl.method == "gap-linear" else
+              "gradient &times; activation (first-order estimate; the head is not global average pool + linear)")
+    total = float(expl.contributions.sum())
+    body = [f"<p>Class <b>{html.escape(expl.class_name)}</b> (index {expl.class_index}), logit "
+            f"{expl.logit:.4f}, bias {expl.bias:.4f}; layer <b>{html.escape(expl.layer)}</b>; {method}. "
+            f"Sum of all {len(expl.contributions)} contributions: {total:.4f}.</p>",
+            f"<p><img src='{html.escape(figure)}'></p>",
+            "<h2>Top units</h2>" + _table(expl.units),
+            "<h2>Top classes</h2>" + _table(pd.DataFrame(expl.top_classes, columns=["class", "probability"]))]
+    return _page(f"Explanation: {expl.class_name}", "".join(body))

@@ -328,7 +328,8 @@ class Ablation:
     def save(self, out: str | Path, *, iou: Sequence[float] | None = None, labels: Sequence[str] | None = None) -> Path:
         """Write the tables, plots and an HTML page into folder ``out``; returns ``out/index.html``.
 
-        ``iou`` and ``labels`` are per unit in 0-based order (U,).  Files: ``summary.json``, ``importance.npy`` (U, K), ``ranking.csv``,
+        ``iou`` and ``labels`` are per unit in 0-based order (U,).  Files:
+        ``summary.json``, ``importance.npy`` (U, K), ``ranking.csv``,
         ``curves.csv``, ``classes.csv``, ``curves.png``, and with ``iou``
         ``importance_iou.csv`` and ``importance_iou.png``.
         """

@@ -158,3 +158,29 @@ def explanation_page(expl, figure: str) -> str:
             "<h2>Top units</h2>" + _table(expl.units),
             "<h2>Top classes</h2>" + _table(pd.DataFrame(expl.top_classes, columns=["class", "probability"]))]
     return _page(f"Explanation: {expl.class_name}", "".join(body))
+
+
+# -- adversarial attacks --------------------------------------------------------
+
+
+def plot_attack(result, path: str | Path) -> Path:
+    """Mean peak-activation change of target, source and other units, with 99% intervals (PNAS 2020 B4)."""
+    fig, (ax,) = new_figure(4.5, 3.2)
+    g = result.groups
+    x = np.arange(len(g))
+    err = np.vstack([g["mean"] - g["ci99_low"], g["ci99_high"] - g["mean"]])
+    ax.bar(x, g["mean"], yerr=err, capsize=4, color=["#c0392b", "#2980b9", "#7f8c8d"][:len(g)])
+    ax.set_xticks(x, [f"{r} units" for r in g["group"]])
+    ax.set_ylabel(f"|change of peak activation|, {result.layer}")
+    ax.set_title(f"{result.method.upper()} targeted; success {result.success_rate:.0%}", fontsize=9)
+    return _save(fig, path)
+
+
+def attack_page(result, figure: str) -> str:
+    """The HTML page of an attack result."""
+    body = [f"<p>Layer <b>{html.escape(result.layer)}</b>, attack {html.escape(result.method)} (targeted), "
+            f"{len(result.targets)} images, success rate {result.success_rate:.1%}, mean L2 perturbation "
+            f"{float(np.mean(result.perturbation)):.3f}. Per unit: |peak after - peak before|; per group the "
+            "mean over images with a 99% interval.</p>",
+            f"<p><img src='{html.escape(figure)}'></p>", _table(result.groups, "{:.4f}")]
+    return _page(f"Adversarial attack: {result.layer}", "".join(body))

@@ -17,10 +17,11 @@ from ..errors import NetDissectError
 from . import data as _data
 from . import describe as _describe
 from . import dissect as _dissect
+from . import explain as _explain
 from . import report as _report
 
 #: modules contributing sub-commands, in help order
-COMMAND_MODULES = [_dissect, _describe, _report, _data]
+COMMAND_MODULES = [_dissect, _describe, _report, _explain, _data]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,7 +111,9 @@ def convert(model: nn.Module, U: int, *, tau: float = DEFAULT_TAU, mode: str = "
     changes: list[Change] = []
     done: dict[int, nn.Module] = {}
     for parent_name, parent in list(model.named_modules()):
-        for child_name, child in list(parent.named_children()):
+        for child_name, child in list(parent._modules.items()):  # shared children at every place
+            if child is None:
+                continue
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if id(child) in done:
                 setattr(parent, child_name, done[id(child)])

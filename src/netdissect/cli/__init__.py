@@ -14,14 +14,16 @@ import sys
 
 from .. import __version__
 from ..errors import NetDissectError
+from . import compare as _compare
 from . import data as _data
 from . import describe as _describe
 from . import dissect as _dissect
 from . import explain as _explain
+from . import experiment as _experiment
 from . import report as _report
 
 #: modules contributing sub-commands, in help order
-COMMAND_MODULES = [_dissect, _describe, _report, _explain, _data]
+COMMAND_MODULES = [_dissect, _describe, _report, _explain, _compare, _experiment, _data]
 
 
 def build_parser() -> argparse.ArgumentParser:

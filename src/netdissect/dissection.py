@@ -54,6 +54,19 @@ class Dissection(DissectionData):
 
         return plot_layers(self, convention=convention, ax=ax)
 
+    def compare(self, *others: Any, names: list[str] | None = None, out: str | Path | None = None):
+        """Compare this run with ``others`` (runs or run directories); see :func:`netdissect.experiments.compare`.
+
+        Returns
+        -------
+        netdissect.experiments.compare.Comparison
+            Unique detectors per category (both conventions), detector
+            share, best IoUs, and concepts gained and lost from run to run.
+        """
+        from .experiments.compare import compare
+
+        return compare([self, *others], names=names, out=out)
+
     def _repr_html_(self) -> str:
         from .report.html import summary_html
 

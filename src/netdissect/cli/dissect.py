@@ -31,7 +31,10 @@ def add_parser(sub) -> None:
     what.add_argument("--generator", help="dissect a generator on its own samples (GAN dissection): a built-in "
                                           "name (face_dcgan, mnist_dcgan) or module:package.module:factory; "
                                           "needs --segmenter")
-    p.add_argument("--weights", help="a state dict (.pt/.pth) or .safetensors file to load into the model")
+    p.add_argument("--weights", nargs="+", help="a state dict (.pt/.pth) or .safetensors file to load into the "
+                                                 "model; several files or a quoted glob ('ckpt_*.pt') dissect each "
+                                                 "checkpoint into OUT/<file stem>/ and plot unique detectors "
+                                                 "against the training step (the last number of the file name)")
     p.add_argument("--layers", nargs="+", required=True, help="layer names (see `netdissect layers MODEL`)")
     p.add_argument("--data", default=None,
                    help="a Broden-format folder or a data set name (see `netdissect models`), with options as "
@@ -126,6 +129,10 @@ def run_dissect(args) -> int:
     from ..pipeline import dissect
 
     dist = init_from_env()
+    weights = args.weights or []
+    if len(weights) > 1 or any(ch in w for w in weights for ch in "*?["):  # a series of checkpoints
+        return _run_series(args)
+    args.weights = weights[0] if weights else None
     if args.generator and args.data:
         raise ConfigError("--generator dissects the generator on its own samples: leave out --data")
     if not args.generator and args.samples is not None:
@@ -144,6 +151,28 @@ def run_dissect(args) -> int:
         if dist.is_main:
             print_summary(result)
             _report(result, args)
+    return 0
+
+
+def _run_series(args) -> int:
+    """``netdissect dissect --weights A B ...`` (or a glob): one sub-run per checkpoint, and the series page."""
+    from ..engine.plan import check_run_dir, hold_run_dir
+    from ..errors import ConfigError
+    from ..experiments.series import checkpoint_series
+
+    if args.generator:
+        raise ConfigError("--weights with several checkpoints is for --model, not --generator")
+    check_run_dir(args.out)
+    with hold_run_dir(args.out, wait=args.wait):
+        series = checkpoint_series(args.model, args.data or "synthetic", weights=args.weights, layers=args.layers,
+                                   out=args.out, progress=not args.no_progress, report=not args.no_report,
+                                   **_options(args))
+    t = series.table[series.table["convention"] == "per-category"]
+    wide = t.pivot_table(index=["step", "layer"], columns="category", values="unique", sort=True).reset_index()
+    wide.columns.name = None
+    print("Unique detectors per category (per-category convention) by training step:")
+    print_table(wide, floatfmt="{:.0f}")
+    print(f"Series: {series.out / 'series.csv'}; page: {series.out / 'series' / 'index.html'}")
     return 0
 
 

@@ -131,7 +131,7 @@ def checkpoint_series(
     ConfigError
         For bad ``weights`` or ``model`` (and as :func:`netdissect.dissect`).
     """
-    from ..models import load_model
+    from ..models import load_model, load_weights
     from ..pipeline import as_loaded, dissect
 
     files = expand_weights(weights)
@@ -142,7 +142,9 @@ def checkpoint_series(
         if isinstance(model, str):
             loaded = load_model(model, weights=path)
         elif callable(model) and not hasattr(model, "state_dict"):
-            loaded = as_loaded(model(), path)
+            loaded = as_loaded(model())
+            load_weights(loaded.module, path)
+            loaded.weights = str(path)
         else:
             raise ConfigError("checkpoint_series(model=...) needs a spec string or a callable making a fresh "
                               f"model per checkpoint, got {type(model).__name__}")

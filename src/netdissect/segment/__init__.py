@@ -11,6 +11,8 @@ spec                                        segmenter
 ==========================================  ==================================================
 ``color`` (``color?size=56``)               the colour namer, 11 colour concepts
                                             (:class:`~netdissect.segment.color.ColorSegmenter`)
+``ink`` (``ink?threshold=127``)              grey level above a threshold = ``ink`` (digits)
+                                            (:class:`~netdissect.segment.ink.InkSegmenter`)
 ``oracle`` (with ``dataset=``)              a data set's stored labels
                                             (:class:`~netdissect.segment.oracle.OracleSegmenter`)
 ``torchvision:NAME[:WEIGHTS]``              a torchvision segmentation model, VOC's 20 objects
@@ -28,13 +30,15 @@ from .base import Segmentation, Segmenter
 from .registry import list_segmenters, load_segmenter, register_segmenter
 
 # Register the built-in segmenters (none imports torchvision or downloads anything here).
-from . import color, module, oracle, torchvision  # noqa: E402,F401  isort: skip
+from . import color, ink, module, oracle, torchvision  # noqa: E402,F401  isort: skip
 from .color import ColorSegmenter  # noqa: E402
+from .ink import InkSegmenter  # noqa: E402
 from .module import ModuleSegmenter  # noqa: E402
 from .oracle import OracleSegmenter  # noqa: E402
 
 __all__ = [
     "ColorSegmenter",
+    "InkSegmenter",
     "ModuleSegmenter",
     "OracleSegmenter",
     "Segmentation",

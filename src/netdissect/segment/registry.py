@@ -228,7 +228,7 @@ def load_segmenter(
         When a model segmenter cannot be built or its weights do not load.
     """
     # Importing the package registers the built-in segmenters.
-    from . import color, module, oracle, torchvision  # noqa: F401
+    from . import color, ink, module, oracle, torchvision  # noqa: F401
 
     if not isinstance(spec, str):
         if isinstance(spec, Segmenter):

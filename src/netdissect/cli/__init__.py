@@ -18,12 +18,14 @@ from . import compare as _compare
 from . import data as _data
 from . import describe as _describe
 from . import dissect as _dissect
-from . import explain as _explain
 from . import experiment as _experiment
+from . import explain as _explain
+from . import gan as _gan
+from . import lwta as _lwta
 from . import report as _report
 
 #: modules contributing sub-commands, in help order
-COMMAND_MODULES = [_dissect, _describe, _report, _explain, _compare, _experiment, _data]
+COMMAND_MODULES = [_dissect, _describe, _report, _explain, _compare, _experiment, _gan, _lwta, _data]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -220,7 +220,7 @@ def explain(model: nn.Module, image: "torch.Tensor | np.ndarray | str | Path", l
 
     if isinstance(image, (str, Path)):
         image = read_rgb(image)
-    arr = torch.as_tensor(np.asarray(image))
+    arr = torch.as_tensor(np.array(image))
     if arr.dim() != 3 or arr.shape[-1] != 3:
         raise ConfigError(f"image must be (H, W, 3) uint8 RGB, got shape {tuple(arr.shape)}")
     preprocess = preprocess or Preprocess()

@@ -7,7 +7,10 @@ on first use, so ``import netdissect.experiments`` does not import torch.
 - :func:`compare`: unique detectors, detector share, IoU distributions and
   concepts gained or lost across several runs (METHODS A3, A4);
 - :func:`checkpoint_series`: dissect each checkpoint of a training run and
-  plot unique detectors against the training step (METHODS A3).
+  plot unique detectors against the training step (METHODS A3);
+- :func:`explain`: one prediction split into labelled unit contributions (METHODS A2);
+- :func:`ablation`: per-class unit importance by ablation, top-n curves (METHODS B2);
+- :func:`adversarial`: which units targeted attacks move (METHODS B4).
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ _EXPORTS = {
     "Comparison": ".compare",
     "checkpoint_series": ".series",
     "CheckpointSeries": ".series",
+    "explain": ".explain",
+    "Explanation": ".explain",
+    "ablation": ".ablation",
+    "Ablation": ".ablation",
+    "split_model": ".split",
+    "adversarial": ".adversarial",
+    "AttackResult": ".adversarial",
 }
 
 __all__ = sorted(_EXPORTS)

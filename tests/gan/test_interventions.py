@@ -13,7 +13,6 @@ from netdissect.generators import (
     LayerSplit,
     SoftColorScore,
     ablation_sweep,
-    average_causal_effect,
     insertion_sweep,
     optimize_units,
     rank_units,

@@ -184,6 +184,48 @@ def find_samples(split: LayerSplit, segmenter, number: int, *, count: int, searc
     return found[:count]
 
 
+def insertion_values(split: LayerSplit, segmenter, number: int, indices: Sequence[int], *, seed: int,
+                     batch_size: int = 32) -> tuple[dict, torch.Tensor]:
+    """Per unit, the layer's features averaged with weights = the concept's presence in each cell.
+
+    Parameters
+    ----------
+    split : LayerSplit
+        The generator cut at the layer.
+    segmenter : Segmenter
+        Finds the concept.
+    number : int
+        The concept's label number.
+    indices : sequence of int
+        Sample indices (latent ``seed``).
+    seed : int
+        Latent seed.
+    batch_size : int
+        Latents per batch.
+
+    Returns
+    -------
+    presence : dict
+        Sample index -> (gh, gw) share of each cell holding the concept.
+    values : torch.Tensor
+        (C,) float32 the insertion value k of each unit.
+    """
+    c, gh, gw = split.feature_shape
+    presence, k_num, k_den = {}, torch.zeros(c, dtype=torch.float64), 0.0
+    for start in range(0, len(indices), int(batch_size)):
+        idx = list(indices[start:start + int(batch_size)])
+        z = split.latents(seed, idx)
+        feats = split.features(z)
+        images = split.to_images(split.render(feats, z))
+        pixels, _ = concept_masks(segmenter, images.to(_seg_device(segmenter, images)), number)
+        p = _cell_presence(pixels.to(feats.device), (gh, gw))
+        for i, row in zip(idx, p.cpu()):
+            presence[i] = row
+        k_num += (feats * p.unsqueeze(1)).sum(dim=(0, 2, 3)).double().cpu()
+        k_den += float(p.sum())
+    return presence, (k_num / max(k_den, 1e-12)).float()
+
+
 def optimize_units(split: LayerSplit, segmenter, concept: "str | int", score: Callable[[torch.Tensor], torch.Tensor],
                    *, init: "np.ndarray | Sequence[float] | None" = None, lam: float = 0.005, lr: float = 0.01,
                    epochs: int = 10, batch_size: int = 2, accumulate: int = 10, train: int = 1000,
@@ -247,20 +289,7 @@ def optimize_units(split: LayerSplit, segmenter, concept: "str | int", score: Ca
     if init.shape != (c,):
         raise ConfigError(f"init must hold one weight per unit of layer {split.layer!r} ({c}), got {init.shape}")
     indices = find_samples(split, segmenter, number, count=train, search=search, seed=train_seed)
-    # presence per cell and k (the feature mean weighted by presence), in one pass over the training set
-    presence, k_num, k_den = {}, torch.zeros(c, dtype=torch.float64), 0.0
-    for start in range(0, len(indices), 32):
-        idx = indices[start:start + 32]
-        z = split.latents(train_seed, idx)
-        feats = split.features(z)
-        images = split.to_images(split.render(feats, z))
-        pixels, _ = concept_masks(segmenter, images.to(_seg_device(segmenter, images)), number)
-        p = _cell_presence(pixels.to(feats.device), (gh, gw))
-        for i, row in zip(idx, p.cpu()):
-            presence[i] = row
-        k_num += (feats * p.unsqueeze(1)).sum(dim=(0, 2, 3)).double().cpu()
-        k_den += float(p.sum())
-    values = (k_num / max(k_den, 1e-12)).float()
+    presence, values = insertion_values(split, segmenter, number, indices, seed=train_seed)
     alpha = torch.tensor(np.clip(init, 0, 1), device=split.device, requires_grad=True)
     opt = torch.optim.Adam([alpha], lr=lr)
     gen = torch.Generator().manual_seed(int(rng_seed))
@@ -304,4 +333,5 @@ def optimize_units(split: LayerSplit, segmenter, concept: "str | int", score: Ca
     return ACEOptimization(alpha.detach().cpu().numpy(), init, values.numpy(), losses, indices)
 
 
-__all__ = ["ACEOptimization", "ACEResult", "average_causal_effect", "find_samples", "optimize_units"]
+__all__ = ["ACEOptimization", "ACEResult", "average_causal_effect", "find_samples", "insertion_values",
+           "optimize_units"]

@@ -106,7 +106,8 @@ def invert(split: LayerSplit, image: "np.ndarray | str | Path | torch.Tensor", *
         The photo (see :func:`image_to_output`), or a (1, C_out, H, W)
         tensor already in the output range.
     z_steps, feature_steps : int
-        Adam steps on z and then on the features (0 skips a stage).
+        Adam steps on z and then on the features (0 skips a stage; the z
+        stage is skipped too when the front passes no gradient to z).
     z_lr, feature_lr : float
         Their learning rates.
     seed : int
@@ -137,6 +138,8 @@ def invert(split: LayerSplit, image: "np.ndarray | str | Path | torch.Tensor", *
     for step in range(int(z_steps)):
         opt.zero_grad()
         out = split.render(split.features(z, grad=True), z, grad=True)
+        if not out.requires_grad:  # a front with no gradient to z (e.g. an argmax): features only
+            break
         losses = loss_of(out)
         losses.sum().backward()
         opt.step()

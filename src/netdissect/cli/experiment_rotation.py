@@ -45,11 +45,12 @@ def run_rotation(args) -> int:
     with hold_run_dir(args.out, wait=args.wait):
         result = rotation(loaded, args.data, layers=args.layers, alphas=args.alphas, seeds=args.seeds,
                           method=args.method, unpermute=args.unpermute, out=args.out,
-                          progress=not args.no_progress, **_options(args))
+                          progress=not args.no_progress, page=not args.no_report, **_options(args))
     for convention in ("per-category", "top-label"):
         print(f"Unique detectors ({convention}; mean over {len(result.params['seeds'])} rotation(s)):")
         print_table(result.summary(convention), floatfmt="{:.2f}")
         print()
     print(f"Results: {result.run_dir} (rotation.csv, rotation.json)")
-    print(f"Page: {result.run_dir / 'rotation' / 'index.html'}")
+    if not args.no_report:
+        print(f"Page: {result.run_dir / 'rotation' / 'index.html'}")
     return 0

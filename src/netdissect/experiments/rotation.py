@@ -86,11 +86,47 @@ def random_rotation(n: int, seed: int) -> "torch.Tensor":
     return torch.from_numpy(np.ascontiguousarray(q))
 
 
+def rotation_eigen(q: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Eigen-angles and a unitary eigenbasis of a rotation, through a Hermitian eigenproblem.
+
+    ``q`` is normal: ``q = V diag(exp(i theta)) V^H`` with V unitary.  V is
+    found as the eigenvectors of the Hermitian ``H = -i (q - q^T) / 2 = V
+    diag(sin theta) V^H`` (``torch.linalg.eigh``: stable, and many times faster
+    than a general eigen-solver), and each angle is read from the Rayleigh
+    quotient ``v^H q v = exp(i theta)``.
+
+    Parameters
+    ----------
+    q : torch.Tensor
+        (n, n) orthogonal matrix.
+
+    Returns
+    -------
+    theta : torch.Tensor
+        (n,) float64 angles in (-pi, pi].
+    vectors : torch.Tensor
+        (n, n) complex128 unitary matrix, column k the eigenvector of ``exp(i theta_k)``.
+
+    Raises
+    ------
+    ConfigError
+        When ``q`` is not square.
+    """
+    import torch
+
+    _check_square(q)
+    q = q.to(torch.float64)
+    h = (-0.5j) * (q - q.T).to(torch.complex128)
+    _, vectors = torch.linalg.eigh(h)
+    rayleigh = (vectors.conj() * (q.to(torch.complex128) @ vectors)).sum(dim=0)
+    return torch.angle(rayleigh), vectors
+
+
 def rotation_logarithm(q: "torch.Tensor") -> "torch.Tensor":
     """The principal logarithm of a rotation: the real skew-symmetric L with ``expm(L) = q``.
 
-    ``q`` is normal, so ``q = V diag(exp(i theta)) V^-1`` with theta in
-    (-pi, pi]; ``L = Re(V diag(i theta) V^-1)``, made exactly skew-symmetric.
+    ``L = Re(V diag(i theta) V^H)`` from :func:`rotation_eigen`, made exactly
+    skew-symmetric.
 
     Parameters
     ----------
@@ -107,12 +143,8 @@ def rotation_logarithm(q: "torch.Tensor") -> "torch.Tensor":
     ConfigError
         When ``q`` is not square.
     """
-    import torch
-
-    _check_square(q)
-    values, vectors = torch.linalg.eig(q.to(torch.float64))
-    theta = torch.angle(values)
-    log = vectors @ torch.diag(1j * theta.to(vectors.dtype)) @ torch.linalg.inv(vectors)
+    theta, vectors = rotation_eigen(q)
+    log = (vectors * (1j * theta).to(vectors.dtype)[None, :]) @ vectors.conj().T
     real = log.real
     return (real - real.T) / 2
 
@@ -147,11 +179,8 @@ def plane_decomposition(q: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tenso
     """
     import torch
 
-    _check_square(q)
-    q = q.to(torch.float64)
+    theta, vectors = rotation_eigen(q)
     n = q.shape[0]
-    values, vectors = torch.linalg.eig(q)
-    theta = torch.angle(values)
     eps = 1e-9
     planes = torch.nonzero(theta > eps).flatten()
     planes = planes[torch.argsort(theta[planes], descending=True, stable=True)]
@@ -209,25 +238,57 @@ def fractional_rotation(q: "torch.Tensor", alpha: float, *, method: str = "expm"
     ConfigError
         For an unknown ``method`` or a non-square ``q``.
     """
+    return rotation_powers(q, [alpha], method=method)[0]
+
+
+def rotation_powers(q: "torch.Tensor", alphas: Sequence[float], *, method: str = "expm") -> list["torch.Tensor"]:
+    """R(alpha) for each of ``alphas`` (:func:`fractional_rotation`), decomposing ``q`` once.
+
+    Parameters
+    ----------
+    q : torch.Tensor
+        (n, n) rotation.
+    alphas : sequence of float
+        The fractions.
+    method : str
+        ``"expm"`` or ``"eigen-angle"``.
+
+    Returns
+    -------
+    list of torch.Tensor
+        (n, n) float64 rotations, in the order of ``alphas``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown ``method`` or a non-square ``q``.
+    """
     import torch
 
     if method not in METHODS:
         raise ConfigError(f"rotation method {method!r} is not one of {METHODS}")
     _check_square(q)
     n = q.shape[0]
-    if alpha == 0:
-        return torch.eye(n, dtype=torch.float64)
-    if method == "expm":
-        return torch.linalg.matrix_exp(float(alpha) * rotation_logarithm(q))
-    w, angles = plane_decomposition(q)
-    blocks = torch.eye(n, dtype=torch.float64)
-    a = float(alpha) * angles
-    idx = torch.arange(0, 2 * len(angles), 2)
-    blocks[idx, idx] = torch.cos(a)
-    blocks[idx + 1, idx + 1] = torch.cos(a)
-    blocks[idx, idx + 1] = -torch.sin(a)
-    blocks[idx + 1, idx] = torch.sin(a)
-    return w @ blocks @ w.T
+    out: list[torch.Tensor] = []
+    log = w = angles = None
+    for alpha in alphas:
+        if alpha == 0:
+            out.append(torch.eye(n, dtype=torch.float64))
+        elif method == "expm":
+            log = rotation_logarithm(q) if log is None else log
+            out.append(torch.linalg.matrix_exp(float(alpha) * log))
+        else:
+            if w is None:
+                w, angles = plane_decomposition(q)
+            blocks = torch.eye(n, dtype=torch.float64)
+            a = float(alpha) * angles
+            idx = torch.arange(0, 2 * len(angles), 2)
+            blocks[idx, idx] = torch.cos(a)
+            blocks[idx + 1, idx + 1] = torch.cos(a)
+            blocks[idx, idx + 1] = -torch.sin(a)
+            blocks[idx + 1, idx] = torch.sin(a)
+            out.append(w @ blocks @ w.T)
+    return out
 
 
 def unpermutation(r1: "torch.Tensor") -> "torch.Tensor":
@@ -314,6 +375,7 @@ def rotation(
     unpermute: bool = False,
     out: str | Path | None = None,
     progress: bool = True,
+    page: bool = True,
     **options: Any,
 ) -> "Rotation":
     """Dissect ``layers`` in randomly rotated bases R(alpha) a(:, y, x) (Bau et al. 2017, section 3.2).
@@ -347,6 +409,8 @@ def rotation(
         The run directory (a temporary folder when None); resumable.
     progress : bool
         Show progress bars.
+    page : bool
+        Write ``RUN_DIR/rotation/index.html`` and its plots (:meth:`Rotation.write_page`).
     **options
         Passed to :func:`netdissect.dissect` (``quantile=``, ``batch_size=``, ``config=``...).
 
@@ -376,12 +440,12 @@ def rotation(
     for layer in layers:
         for seed in seed_list:
             q = random_rotation(units[layer], seed)
-            perm = unpermutation(fractional_rotation(q, 1.0, method=method)) if unpermute else None
-            for alpha in alpha_list:
+            powers = rotation_powers(q, alpha_list + [1.0], method=method)
+            perm = unpermutation(powers[-1]) if unpermute else None
+            for alpha, r in zip(alpha_list, powers):
                 if alpha == 0 and perm is None:
                     names[layer, seed, alpha] = layer
                     continue
-                r = fractional_rotation(q, alpha, method=method)
                 if perm is not None:
                     r = r[perm]
                 name = rotated_name(layer, seed, alpha)
@@ -397,7 +461,8 @@ def rotation(
     table.to_csv(run_dir / ROTATION_CSV, index=False)
     (run_dir / ROTATION_JSON).write_text(json.dumps(params, indent=1) + "\n")
     rot = Rotation(run_dir)
-    rot.write_page()
+    if page:
+        rot.write_page()
     return rot
 
 

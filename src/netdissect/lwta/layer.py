@@ -40,7 +40,7 @@ DEFAULT_TAU = 1.67
 
 
 def _blocks(x: torch.Tensor, U: int, where: str) -> tuple[torch.Tensor, int]:
-    """Reshape ``x`` to (..., K/U, U) with the competing dimension last; also which dim of ``x`` competes."""
+    """View ``x`` with its competing dimension split into (K/U, U) (no copy); also the index of the U axis."""
     if x.dim() < 2:
         raise LayerError(f"LWTA{where} needs a (B, C), (B, T, C) or (B, C, H, W) input, got shape {tuple(x.shape)}")
     dim = 1 if x.dim() >= 4 else x.dim() - 1
@@ -48,12 +48,7 @@ def _blocks(x: torch.Tensor, U: int, where: str) -> tuple[torch.Tensor, int]:
     if k % U:
         raise LayerError(f"LWTA{where}: {k} features are not divisible into blocks of U={U} "
                          f"(input shape {tuple(x.shape)}); choose a U that divides {k}")
-    h = x.movedim(dim, -1)
-    return h.reshape(*h.shape[:-1], k // U, U), dim
-
-
-def _unblock(y: torch.Tensor, dim: int) -> torch.Tensor:
-    return y.reshape(*y.shape[:-2], -1).movedim(-1, dim)
+    return x.unflatten(dim, (k // U, U)), dim + 1
 
 
 def gumbel_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -108,16 +103,16 @@ def lwta(x: torch.Tensor, U: int, *, tau: float = DEFAULT_TAU, noise: torch.Tens
     """
     if U == 1:
         return x
-    h, dim = _blocks(x, U, "")
-    logits = h.float()
-    if noise is not None:
-        logits = logits + _blocks(noise, U, " noise")[0].float()
-    index = logits.argmax(-1, keepdim=True)
-    mask = torch.zeros_like(logits).scatter_(-1, index, 1.0)
+    h, axis = _blocks(x, U, "")
+    logits = h if noise is None else h + _blocks(noise, U, " noise")[0].to(h.dtype)
+    hit = logits == logits.amax(axis, keepdim=True)  # (amax is far faster than argmax along a middle axis)
+    if bool((hit.sum(axis) > 1).any()):  # ties (rare): the first of them wins, as argmax
+        hit &= hit.cumsum(axis) == 1
+    mask = hit.to(h.dtype)
     if straight_through:
-        soft = torch.softmax(logits / tau, dim=-1)
-        mask = mask - soft.detach() + soft
-    return _unblock(h * mask.to(h.dtype), dim)
+        soft = torch.softmax(logits.float() / tau, dim=axis).to(h.dtype)
+        mask = soft + (mask - soft).detach()
+    return (h * mask).flatten(axis - 1, axis)
 
 
 def kl_uniform(x: torch.Tensor, U: int) -> torch.Tensor:
@@ -135,10 +130,10 @@ def kl_uniform(x: torch.Tensor, U: int) -> torch.Tensor:
     torch.Tensor
         A scalar.
     """
-    h, _ = _blocks(x, U, "")
-    logq = torch.log_softmax(h.float(), dim=-1)
-    kl = (logq.exp() * (logq + torch.log(torch.tensor(float(U), device=h.device)))).sum(-1)
-    return kl.sum(-1).mean()
+    h, axis = _blocks(x, U, "")
+    logq = torch.log_softmax(h.float(), dim=axis)
+    kl = (logq.exp() * (logq + torch.log(torch.tensor(float(U), device=h.device)))).sum(axis)
+    return kl.sum(axis - 1).mean()
 
 
 def _seed_of(seed: int, image_id: int, salt: str, call: int) -> int:

@@ -28,6 +28,37 @@ def load_class_data(args, outputs: int):
     return ClassData.from_list(args.data, classes=names)
 
 
+def default_out(args, name: str) -> Path:
+    """``--out``, else ``RUN/experiments/NAME`` with ``--run`` (linked from the run's report).
+
+    Raises
+    ------
+    ConfigError
+        Without ``--out`` and ``--run``.
+    """
+    from ..errors import ConfigError
+    from ..report.links import EXPERIMENTS_DIR
+
+    if args.out is not None:
+        return args.out
+    if getattr(args, "run", None) is None:
+        raise ConfigError("give --out (or --run, to write into RUN/experiments/)")
+    return Path(args.run) / EXPERIMENTS_DIR / name
+
+
+def link_page(page: Path, run: Path | None = None) -> None:
+    """Link ``page`` from its run's report when it lies under ``RUN/experiments/``; say so, or how to."""
+    from ..report.links import EXPERIMENTS_DIR, link_experiments, run_of_page
+
+    owner = run_of_page(page)
+    if owner is not None:
+        listing = link_experiments(owner)
+        print(f"Linked from {owner}: {listing}" + (" and the report" if (owner / "report" / "index.html").is_file()
+                                                   else " (the report will list it when made)"))
+    elif run is not None:
+        print(f"Not linked from {run}'s report: pages are linked when written under {run / EXPERIMENTS_DIR}/")
+
+
 def batches_of(data, loaded, batch_size: int, device: str):
     """A callable returning fresh (x, targets) batches of ``data`` for ``loaded``'s preprocessing."""
     import torch
@@ -67,7 +98,8 @@ def add_parser(sub) -> None:
                    help="sizes n of the top-unit sets")
     p.add_argument("--run", type=Path, help="a dissection run of the layer: labels and IoU for the tables and "
                                             "the 'important to many classes' plot")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", type=Path, help="output folder (default with --run: RUN/experiments/ablation-LAYER, "
+                                            "linked from the run's report)")
     p.set_defaults(func=run_ablation)
 
 
@@ -79,6 +111,7 @@ def run_ablation(args) -> int:
     from ..models import load_model
     from ..results import DissectionData
 
+    out = default_out(args, f"ablation-{args.layer}")
     loaded = load_model(args.model, weights=args.weights)
     loaded.module.to(args.device)
     data = load_class_data(args, model_outputs(loaded))
@@ -92,8 +125,9 @@ def run_ablation(args) -> int:
         run.layer_dir(args.layer)
         t = run.labels[run.labels["layer"] == args.layer].sort_values("unit")
         iou, labels = t["iou"].to_numpy(np.float64), t["label"].tolist()
-    page = result.save(args.out, iou=iou, labels=labels)
+    page = result.save(out, iou=iou, labels=labels)
     print(f"model split: {result.method}; {result.info['units']} units, {len(data.classes)} classes")
     print(result.class_summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"Wrote {page}")
+    link_page(page, args.run)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .dissect import MODELS_HELP
-from .experiment_ablation import add_data_options, load_class_data, model_outputs
+from .experiment_ablation import add_data_options, link_page, load_class_data, model_outputs
 
 
 def add_parser(sub) -> None:
@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--eps", type=float, default=8 / 255, help="PGD radius (default 8/255)")
     p.add_argument("--steps", type=int, default=10, help="attack steps (default 10)")
     p.add_argument("--c", type=float, default=1.0, help="CW constant (default 1)")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder (under RUN/experiments/ of a dissection "
+                                                           "run: linked from that run's report)")
     p.set_defaults(func=run_adversarial)
 
 
@@ -60,4 +61,5 @@ def run_adversarial(args) -> int:
     print(f"{args.method}: success {result.success_rate:.1%} on {len(picks)} images")
     print(result.groups.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"Wrote {page}")
+    link_page(page)
     return 0

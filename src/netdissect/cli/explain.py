@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--classes", type=Path, help="class names file, one per line (default: ImageNet's for "
                                                 "1000 outputs)")
     p.add_argument("--top", type=int, default=4, help="units to show (default 4)")
-    p.add_argument("--out", type=Path, default=Path("explanation"), help="output folder (default: explanation)")
+    p.add_argument("--out", type=Path, help="output folder (default: RUN/experiments/explain with --run, linked "
+                                            "from the run's report; else explanation)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=run_explain)
 
@@ -74,11 +75,17 @@ def run_explain(args) -> int:
     names = class_names_for(k, args.classes)
     e = explain_file(loaded, args.layer, args.image, run=run, class_index=resolve_class(args.cls, names),
                      class_names=names, top=args.top, device=args.device)
-    page = e.save(args.out)
+    from .experiment_ablation import default_out, link_page
+
+    if args.out is None and args.run is not None:  # one page per photo in RUN/experiments/explain
+        page = e.save(default_out(args, "explain"), stem=args.image.stem)
+    else:
+        page = e.save(args.out or Path("explanation"))
     print(f"{e.class_name} (class {e.class_index}): logit {e.logit:.3f} = bias {e.bias:.3f} + "
           f"{e.contributions.sum():.3f} from {len(e.contributions)} units ({e.method})")
     for _, r in e.units.iterrows():
         label = f"{r['label']} ({r['category']}, IoU {r['iou']:.3f})" if r["label"] else "-"
         print(f"  unit {r['unit']:>5}  {r['contribution']:+8.3f}  {label}")
     print(f"Wrote {page}")
+    link_page(page, args.run)
     return 0

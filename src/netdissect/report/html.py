@@ -43,6 +43,7 @@ from ..results.lock import locked, pid_alive
 from ..storage import disk_full_as_error, disk_full_error, is_disk_full
 from . import plots
 from .images import LABEL_RGB, REGION_RGB, ImageSource, StripRenderer, StripSpec, needed_images
+from .links import experiment_pages, experiments_section, link_experiments
 
 log = logging.getLogger(__name__)
 
@@ -447,6 +448,7 @@ def _write_report(run_dir, out, dataset, images, thumb, columns, quality, progre
         _write_pages(result, views, tmp, source, spec, plot_files)
         log.info("report written to %s in %.1f s", dest, time.time() - started)
         _replace_folder(tmp, dest)
+        link_experiments(result.run_dir, dest / "index.html")  # RUN/experiments/index.html, when there are pages
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # before the free space is measured
         if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
@@ -489,8 +491,11 @@ def _write_pages(result: Dissection, views: list[LayerView], folder: Path, sourc
         "version": __version__,
         "generated": time.strftime("%Y-%m-%d %H:%M"),
     }
+    # tmp folder and final folder are siblings: links relative to one hold for the other
+    experiments = Markup(experiments_section(experiment_pages(result.run_dir), folder))
     pages = {"index.html": ("index.html.j2", {"page": "index", "facts": _run_facts(result),
-                                               "preview": PREVIEW_UNITS, "agreement": _agreement(result)})}
+                                               "preview": PREVIEW_UNITS, "agreement": _agreement(result),
+                                               "experiments": experiments})}
     for v in views:
         data = {"kind": "units", "layer": v.name, "cutoff": result.iou_threshold,
                 "items": [{"id": u.anchor, "unit": u.unit, "label": u.label, "cat": u.category,

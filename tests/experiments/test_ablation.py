@@ -165,3 +165,25 @@ def test_class_data_folders_list_and_split(tmp_path):
         ClassData.from_list(tmp_path / "bad.txt")
     with pytest.raises(DatasetError, match="class index 5"):
         ClassData((tmp_path / "x.png",), (5,), ("x",))
+
+
+def test_ties_in_balanced_accuracy_are_broken_by_the_probability_drop(tmp_path):
+    """No single unit changes a prediction (all importances 0); unit 1 carries more of class a's logit."""
+    conv = nn.Conv2d(4, U, 1, bias=False)
+    linear = nn.Linear(U, 2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(4).view(4, 4, 1, 1))
+        linear.weight.zero_()
+        linear.weight[0, 0], linear.weight[0, 1] = 1.0, 3.0
+        linear.bias.copy_(torch.tensor([0.0, 0.1]))
+    model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(8, 4, 5, 5)
+    x[:4, :2] = 1.0 + torch.rand(4, 2, 5, 5, generator=g)
+    x[:, 3] = torch.rand(8, 5, 5, generator=g)
+    t = torch.tensor([0] * 4 + [1] * 4)
+    result = ablation(model, "0", batches(x, t), batches(x, t), ["a", "b"], ns=(1,))
+    assert np.all(result.importance[:, 0] == 0.0)
+    assert list(result.units_ranked[0, :2]) == [1, 0]
+    result.save(tmp_path / "abl")
+    np.testing.assert_array_equal(np.load(tmp_path / "abl" / "units_ranked.npy"), result.units_ranked)

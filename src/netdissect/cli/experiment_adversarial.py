@@ -48,7 +48,9 @@ def run_adversarial(args) -> int:
     path = args.ablation / "importance.npy"
     if not path.is_file():
         raise ConfigError(f"--ablation {args.ablation}: no importance.npy (run `netdissect experiment ablation`)")
-    ranked = np.argsort(np.load(path, allow_pickle=False).T, axis=1, kind="stable")
+    order = args.ablation / "units_ranked.npy"  # with its ties broken; older folders: from importance.npy
+    ranked = (np.load(order, allow_pickle=False) if order.is_file()
+              else np.argsort(np.load(path, allow_pickle=False).T, axis=1, kind="stable"))
     pre = loaded.preprocess
     n = min(args.images, len(data))
     targets = [args.targets[i % len(args.targets)] for i in range(n)]

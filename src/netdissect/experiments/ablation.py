@@ -249,7 +249,8 @@ class Ablation:
         top n ablated, "all-but-top" = all other units ablated), n, value
         (the metric on the test split), baseline.
     units_ranked : numpy.ndarray
-        (K, U) 0-based units of each class, most important first.
+        (K, U) 0-based units of each class, most important first (ties of
+        ``importance`` broken by the drop of the class's mean probability).
     """
 
     layer: str
@@ -329,13 +330,14 @@ class Ablation:
         """Write the tables, plots and an HTML page into folder ``out``; returns ``out/index.html``.
 
         ``iou`` and ``labels`` are per unit in 0-based order (U,).  Files:
-        ``summary.json``, ``importance.npy`` (U, K), ``ranking.csv``,
+        ``summary.json``, ``importance.npy`` (U, K), ``units_ranked.npy`` (K, U), ``ranking.csv``,
         ``curves.csv``, ``classes.csv``, ``curves.png``, and with ``iou``
         ``importance_iou.csv`` and ``importance_iou.png``.
         """
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         np.save(out / "importance.npy", self.importance)
+        np.save(out / "units_ranked.npy", self.units_ranked)
         ranking = self.importance_frame()
         if labels is not None:
             ranking["label"] = [labels[u - 1] for u in ranking["unit"]]
@@ -372,7 +374,10 @@ def ablation(model: nn.Module, layer: str, rank_batches: Callable[[], Batches], 
              progress: Callable[[str, int], None] | None = None) -> Ablation:
     """Rank each class's units by single-unit ablation on one split; test top-n ablations on another.
 
-    PNAS 2020 ("ttv": rank on train, test on val; METHODS B2).
+    PNAS 2020 ("ttv": rank on train, test on val; METHODS B2).  Units whose
+    ablation changes the metric equally (with balanced accuracy on few
+    images, most change no prediction) are ordered by the drop of the class's
+    mean probability on its images, from the same sweep.
 
     Parameters
     ----------
@@ -435,7 +440,12 @@ def ablation(model: nn.Module, layer: str, rank_batches: Callable[[], Batches], 
     counts = sweep(split, chain(), sel, k, rows_per_chunk=rows_per_chunk, progress=tick("rank"))
     m = counts.metric(metric)
     baseline_rank, importance = m[0], m[1:] - m[0][None, :]
-    ranked = np.argsort(np.nan_to_num(importance, nan=np.inf).T, axis=1, kind="stable")  # (K, U)
+    # ties (common for balanced accuracy on few images: most single units change no prediction) are broken by
+    # the drop of the class's mean probability, counted in the same sweep
+    p = counts.probability()
+    tiebreak = p[1:] - p[0][None, :]
+    ranked = np.lexsort((np.nan_to_num(tiebreak, nan=np.inf).T, np.nan_to_num(importance, nan=np.inf).T),
+                        axis=-1)  # (K, U): primary key last
 
     ns = sorted({int(n) for n in ns if 0 < int(n) < units})
     rows, meta = [torch.zeros(units, dtype=torch.bool)], [(-1, "base", 0)]

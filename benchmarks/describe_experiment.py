@@ -110,6 +110,19 @@ def imagenet(out: Path, workers: int) -> list[dict]:
     return rows
 
 
+def top5_agreement(result, description) -> dict:
+    """Share of detectors / other units whose IoU label is among their five best words (chance: 5 / words)."""
+    iou = result.labels
+    if "method" in iou:
+        iou = iou[iou["method"] == "iou"]
+    words = description.labels
+    merged = iou.merge(words, on=["layer", "unit"], suffixes=("_iou", ""))
+    cols = ["label"] + [f"label_{i}" for i in range(2, 6) if f"label_{i}" in merged]
+    hit = merged.apply(lambda r: r["label_iou"] in {r[c] for c in cols}, axis=1)
+    det = merged["detector"].astype(bool)
+    return {"detectors_top5": float(hit[det].mean()), "others_top5": float(hit[~det].mean())}
+
+
 def synthetic(out: Path, n: int, workers: int) -> list[dict]:
     data = f"synthetic:n={n}"
     run = out / f"synthetic-{n}"
@@ -124,11 +137,12 @@ def synthetic(out: Path, n: int, workers: int) -> list[dict]:
         d = netdissect.describe("efficientnet_lite0", data, layers=["blocks.5"], image_text="synthetic_clip",
                                 concepts="synthetic", similarity=sim, out=run, num_workers=workers, progress=False)
         a = d.agreement().iloc[0].to_dict()
-        a.update(similarity=sim, seconds=round(time.perf_counter() - t0, 1))
+        a.update(similarity=sim, seconds=round(time.perf_counter() - t0, 1), **top5_agreement(result, d))
         rows.append(a)
         print(f"  {sim:13s} detectors: equal {a['detectors_equal']:.3f} contains {a['detectors_contains']:.3f} "
-              f"(of {a['detectors']});  others: equal {a['others_equal']:.3f} contains {a['others_contains']:.3f} "
-              f"(of {a['others']})  ({a['seconds']} s)", flush=True)
+              f"top-5 {a['detectors_top5']:.3f} (of {a['detectors']});  others: equal {a['others_equal']:.3f} "
+              f"contains {a['others_contains']:.3f} top-5 {a['others_top5']:.3f} (of {a['others']})  "
+              f"({a['seconds']} s)", flush=True)
     # the commonest words and IoU labels, for the note
     words = netdissect.Description.load(run, "words-soft_wpmi").labels
     iou = result.labels

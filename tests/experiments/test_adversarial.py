@@ -72,3 +72,15 @@ def test_attack_checks_its_input():
         attack(model, torch.full((1, 3, 4, 4), 2.0), torch.tensor([1]))
     with pytest.raises(ConfigError, match="method 'fgsm'"):
         attack(model, torch.rand(1, 3, 4, 4), torch.tensor([1]), method="fgsm")
+
+
+def test_cw_keeps_the_image_when_no_step_reaches_the_target():
+    from netdissect.experiments.adversarial import cw_l2
+
+    model = identity_net()
+    images = torch.rand(3, 3, 6, 6) * 0.3
+    images[:, 0] += 0.5
+    same = cw_l2(model, images, torch.tensor([1, 2, 1]), c=0.0, steps=5, lr=0.05)  # no pull towards the target
+    torch.testing.assert_close(same, images)
+    moved = cw_l2(model, images, torch.tensor([1, 2, 1]), c=10.0, steps=100, lr=0.05)
+    assert (model(moved).argmax(1) == torch.tensor([1, 2, 1])).all()

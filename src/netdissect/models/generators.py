@@ -8,12 +8,17 @@ Specs:
   64x32x32);
 - ``mnist_dcgan``: a DCGAN for 28x28 digits (z of 100; output in [-1, 1]);
   LeakyReLU outputs at ``layer_stack.3``, ``.6``, ``.9``;
+- ``scene_gan``: the project's own DCGAN for 32x32 synthetic concept scenes
+  (:mod:`netdissect.generators.scene`; z of 64 as (64, 1, 1); output in
+  [-1, 1]); ReLU outputs ``main.2``, ``main.5``, ``main.8`` (128x4x4,
+  64x8x8, 32x16x16); its trained weights ship with the package and load by
+  default (segment its samples with the ``scene_seg`` segmenter);
 - ``module:package.module:factory``: ``factory()`` returns a
   :class:`LoadedGenerator`, or an ``nn.Module`` with attributes
   ``latent_shape`` (tuple) and optionally ``output_range`` (default (-1, 1)).
 
-Built-in architectures start randomly initialised (fixed seed); pass their
-trained weights with ``weights=FILE``.
+The other built-in architectures start randomly initialised (fixed seed);
+pass their trained weights with ``weights=FILE``.
 """
 
 from __future__ import annotations
@@ -100,9 +105,16 @@ class MnistDCGAN(nn.Module):
         return self.layer_stack(z)
 
 
+def _scene_gan() -> LoadedGenerator:
+    from ..generators.scene import GAN_FILE, NZ, load_scene_gan, weights_path
+
+    return LoadedGenerator(load_scene_gan(), (NZ, 1, 1), weights=str(weights_path(GAN_FILE)))
+
+
 _BUILTIN: dict[str, Callable[[], LoadedGenerator]] = {
     "face_dcgan": lambda: LoadedGenerator(FaceDCGAN(), (100, 1, 1)),
     "mnist_dcgan": lambda: LoadedGenerator(MnistDCGAN(), (100,)),
+    "scene_gan": _scene_gan,
 }
 
 

@@ -13,6 +13,8 @@ spec                                        segmenter
                                             (:class:`~netdissect.segment.color.ColorSegmenter`)
 ``ink`` (``ink?threshold=127``)              grey level above a threshold = ``ink`` (digits)
                                             (:class:`~netdissect.segment.ink.InkSegmenter`)
+``scene_seg`` (``scene_seg?size=32``)       the 16 synthetic objects in 32x32 scenes
+                                            (:func:`~netdissect.segment.scene.scene_segmenter`)
 ``oracle`` (with ``dataset=``)              a data set's stored labels
                                             (:class:`~netdissect.segment.oracle.OracleSegmenter`)
 ``torchvision:NAME[:WEIGHTS]``              a torchvision segmentation model, VOC's 20 objects
@@ -30,7 +32,7 @@ from .base import Segmentation, Segmenter
 from .registry import list_segmenters, load_segmenter, register_segmenter
 
 # Register the built-in segmenters (none imports torchvision or downloads anything here).
-from . import color, ink, module, oracle, torchvision  # noqa: E402,F401  isort: skip
+from . import color, ink, module, oracle, scene, torchvision  # noqa: E402,F401  isort: skip
 from .color import ColorSegmenter  # noqa: E402
 from .ink import InkSegmenter  # noqa: E402
 from .module import ModuleSegmenter  # noqa: E402

@@ -194,6 +194,8 @@ def load_segmenter(
 
     - ``color`` (options: ``size``): the colour namer,
       :class:`~netdissect.segment.color.ColorSegmenter`;
+    - ``scene_seg`` (options: ``size``, ``weights``): the 16 synthetic objects
+      in 32x32 scenes, see :func:`~netdissect.segment.scene.scene_segmenter`;
     - ``oracle`` (needs ``dataset=``): the data set's stored labels,
       :class:`~netdissect.segment.oracle.OracleSegmenter`;
     - ``torchvision:NAME[:WEIGHTS]`` (options: ``size``, ``weights``):
@@ -228,7 +230,7 @@ def load_segmenter(
         When a model segmenter cannot be built or its weights do not load.
     """
     # Importing the package registers the built-in segmenters.
-    from . import color, ink, module, oracle, torchvision  # noqa: F401
+    from . import color, ink, module, oracle, scene, torchvision  # noqa: F401
 
     if not isinstance(spec, str):
         if isinstance(spec, Segmenter):

@@ -1,6 +1,6 @@
 """Which units an adversarial attack moves (Bau et al. 2020, PNAS; METHODS B4).
 
-Targeted attacks from :mod:`torchattacks` (PGD, Carlini-Wagner L2) turn each
+Targeted attacks (PGD from :mod:`torchattacks`; Carlini-Wagner L2, :func:`cw_l2`) turn each
 image's prediction into a chosen target class.  Per unit of a layer the
 measure is the change of its peak activation, ``|max_yx a_adv - max_yx
 a_orig|``; it is averaged over the units important to the target class, to
@@ -9,7 +9,7 @@ a 99% interval (mean +- 2.576 standard errors over images).  "Important"
 units are a class's top units by ablation (:mod:`.ablation`), four by
 default as in the paper.
 
-torchattacks is an optional dependency (``pip install netdissect[experiments]``).
+torchattacks is an optional dependency, needed for PGD (``pip install netdissect[experiments]``).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def cw_l2(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, c: f
 def attack(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, method: str = "pgd",
            mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0), eps: float = 8 / 255,
            steps: int = 10, c: float = 1.0, lr: float = 0.01, seed: int = 0) -> torch.Tensor:
-    """Targeted adversarial images with torchattacks.
+    """Targeted adversarial images (PGD with torchattacks, CW-L2 with :func:`cw_l2`).
 
     Parameters
     ----------
@@ -142,7 +142,7 @@ def attack(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, met
     ConfigError
         For an unknown method, or images outside [0, 1].
     ImportError
-        When torchattacks is not installed (``pip install netdissect[experiments]``).
+        For PGD when torchattacks is not installed (``pip install netdissect[experiments]``).
     """
     if method not in ATTACKS:
         raise ConfigError(f"attack method {method!r} is not one of {ATTACKS}")

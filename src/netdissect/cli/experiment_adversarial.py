@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("adversarial", help="targeted attacks (PGD, CW-L2) and the units they move (PNAS 2020)",
                        description="Attack each image towards a target class and measure |change| of every "
                                    "unit's peak activation; averages over the target's, the source's and the "
-                                   "other units with 99%% intervals. Needs torchattacks "
+                                   "other units with 99%% intervals. PGD needs torchattacks "
                                    "(pip install 'netdissect[experiments]').")
     p.add_argument("--model", required=True, help=MODELS_HELP)
     p.add_argument("--weights", help="weights file to load into the model")

@@ -19,7 +19,18 @@ import pandas as pd
 from .. import __version__
 from ..errors import ConfigError
 from ..labeling.iou import CONVENTIONS
-from .plots import CONVENTION_TEXT, GRID, INK, MUTED, category_colors, new_figure, plain, save_figure
+from .plots import (
+    CONVENTION_TEXT,
+    INK,
+    MUTED,
+    category_colors,
+    check_convention,
+    new_axes,
+    new_figure,
+    plain,
+    save_figure,
+    style_axes,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..experiments.compare import Comparison
@@ -38,28 +49,6 @@ td:first-child,th:first-child{text-align:left}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:12px}
 footer{color:#6b7280;font-size:12px;margin-top:32px}
 """
-
-
-def _axes(ax, figsize):
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    _, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax
-
-
-def _style(ax) -> None:
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.grid(axis="y", color=GRID, linewidth=0.8)
-    ax.set_axisbelow(True)
-    ax.tick_params(colors=INK, labelsize=8)
-
-
-def _check_convention(convention: str) -> None:
-    if convention not in CONVENTIONS:
-        raise ConfigError(f"convention {convention!r} is not one of {CONVENTIONS}")
 
 
 def _legend(ax) -> None:
@@ -91,14 +80,14 @@ def plot_rotation(rotation: "Rotation", layer: str, *, convention: str = "per-ca
     ConfigError
         For an unknown layer or convention.
     """
-    _check_convention(convention)
+    check_convention(convention, CONVENTIONS)
     if layer not in rotation.params["layers"]:
         raise ConfigError(f"layer {layer!r} is not in this rotation run ({', '.join(rotation.params['layers'])})")
     s = rotation.summary(convention)
     s = s[s["layer"] == layer].sort_values("alpha")
     categories = [c for c in rotation.table["category"].drop_duplicates()]
     colors = category_colors(categories)
-    ax = _axes(ax, (5.4, 3.2))
+    ax = new_axes(ax, (5.4, 3.2))
     x = np.arange(len(s))
     bottom = np.zeros(len(s))
     for c in categories:
@@ -117,7 +106,7 @@ def plot_rotation(rotation: "Rotation", layer: str, *, convention: str = "per-ca
     spread = f", mean \u00b1 sd of {n_seeds} rotations" if n_seeds > 1 else ""
     ax.set_title(f"{plain(layer)}: unique detectors vs rotation ({convention}{spread})", fontsize=9, loc="left")
     ax.margins(y=0.15)
-    _style(ax)
+    style_axes(ax)
     _legend(ax)
     return ax
 
@@ -177,12 +166,12 @@ def plot_compare_unique(comparison: "Comparison", *, convention: str = "per-cate
     ConfigError
         For an unknown convention.
     """
-    _check_convention(convention)
+    check_convention(convention, CONVENTIONS)
     cols = _columns(comparison)
     t = comparison.unique[comparison.unique["convention"] == convention]
     categories = list(t["category"].drop_duplicates())
     colors = category_colors(categories)
-    ax = _axes(ax, (max(4.0, 1.2 + 0.9 * len(cols)), 3.4))
+    ax = new_axes(ax, (max(4.0, 1.2 + 0.9 * len(cols)), 3.4))
     x = np.arange(len(cols))
     bottom = np.zeros(len(cols))
     table = t.set_index(["run", "layer", "category"])["unique"]
@@ -198,7 +187,7 @@ def plot_compare_unique(comparison: "Comparison", *, convention: str = "per-cate
     ax.set_ylabel("unique detectors")
     ax.set_title(f"Unique detectors per category ({convention})", fontsize=10, loc="left")
     ax.margins(y=0.12)
-    _style(ax)
+    style_axes(ax)
     _legend(ax)
     return ax
 
@@ -206,7 +195,7 @@ def plot_compare_unique(comparison: "Comparison", *, convention: str = "per-cate
 def plot_compare_share(comparison: "Comparison", ax=None):
     """Share of units that are detectors, per (run, layer); returns the Axes."""
     cols = _columns(comparison)
-    ax = _axes(ax, (max(4.0, 1.2 + 0.9 * len(cols)), 3.0))
+    ax = new_axes(ax, (max(4.0, 1.2 + 0.9 * len(cols)), 3.0))
     share = comparison.detectors["share"].to_numpy(dtype=float)
     x = np.arange(len(cols))
     ax.bar(x, 100 * share, 0.62, color="#4e79a7")
@@ -218,13 +207,13 @@ def plot_compare_share(comparison: "Comparison", ax=None):
     ax.set_ylabel("detectors (% of units)")
     ax.set_title("Detector share", fontsize=10, loc="left")
     ax.margins(y=0.15)
-    _style(ax)
+    style_axes(ax)
     return ax
 
 
 def plot_compare_iou(comparison: "Comparison", *, bins: int = 30, ax=None):
     """Distribution of each unit's best IoU per (run, layer) (share of units), with the cut-off; returns the Axes."""
-    ax = _axes(ax, (5.6, 3.2))
+    ax = new_axes(ax, (5.6, 3.2))
     iou = comparison.best_iou
     top = max(float(iou["iou"].max()) if len(iou) else 0.1, 0.1)
     edges = np.linspace(0, top, bins + 1)
@@ -237,7 +226,7 @@ def plot_compare_iou(comparison: "Comparison", *, bins: int = 30, ax=None):
     ax.set_xlabel("best IoU of a unit")
     ax.set_ylabel("units (%)")
     ax.set_title("Best IoU per unit", fontsize=10, loc="left")
-    _style(ax)
+    style_axes(ax)
     ax.legend(frameon=False, fontsize=7)
     return ax
 
@@ -293,13 +282,13 @@ def plot_series(series: "CheckpointSeries", layer: str, *, convention: str = "pe
     ConfigError
         For an unknown layer or convention.
     """
-    _check_convention(convention)
+    check_convention(convention, CONVENTIONS)
     if layer not in series.layers:
         raise ConfigError(f"layer {layer!r} is not in this series ({', '.join(series.layers)})")
     t = series.table[(series.table["layer"] == layer) & (series.table["convention"] == convention)]
     categories = list(t["category"].drop_duplicates())
     colors = category_colors(categories)
-    ax = _axes(ax, (5.6, 3.2))
+    ax = new_axes(ax, (5.6, 3.2))
     for c in categories:
         s = t[t["category"] == c].sort_values("step")
         ax.plot(s["step"], s["unique"], marker="o", ms=3, lw=1.4, color=colors[c], label=plain(c))
@@ -312,7 +301,7 @@ def plot_series(series: "CheckpointSeries", layer: str, *, convention: str = "pe
     ax.set_xlabel("training step")
     ax.set_ylabel("unique detectors")
     ax.set_title(f"{plain(layer)}: unique detectors during training ({convention})", fontsize=9, loc="left")
-    _style(ax)
+    style_axes(ax)
     _legend(ax)
     return ax
 

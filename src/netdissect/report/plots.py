@@ -64,7 +64,8 @@ def plain(text: Any) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _new_axes(ax, figsize):
+def new_axes(ax, figsize):
+    """``ax``, or the axes of a new constrained-layout figure of ``figsize`` inches."""
     if ax is not None:
         return ax
     import matplotlib.pyplot as plt
@@ -73,7 +74,8 @@ def _new_axes(ax, figsize):
     return ax
 
 
-def _style(ax) -> None:
+def style_axes(ax) -> None:
+    """The report's plot style: no top/right spines, muted ticks, light horizontal grid."""
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     for side in ("left", "bottom"):
@@ -86,7 +88,8 @@ def _style(ax) -> None:
     ax.title.set_color(INK)
 
 
-def _check_convention(convention: str, allowed: tuple[str, ...]) -> None:
+def check_convention(convention: str, allowed: tuple[str, ...]) -> None:
+    """Raise ConfigError unless ``convention`` is one of ``allowed``."""
     if convention not in allowed:
         raise ConfigError(f"convention {convention!r} is not one of {allowed}")
 
@@ -131,8 +134,8 @@ def plot_categories(result: "Dissection", layer: str | None = None, *, conventio
     if layer is not None:
         _check_layer(result, layer)
         convention = convention or "both"
-        _check_convention(convention, ("both", "per-category", "top-label"))
-        ax = _new_axes(ax, (5.2, 3.0))
+        check_convention(convention, ("both", "per-category", "top-label"))
+        ax = new_axes(ax, (5.2, 3.0))
         counts = result.summary["layers"][layer]["unique_detectors"]
         series = ["per-category", "top-label"] if convention == "both" else [convention]
         width = 0.8 / len(series)
@@ -153,8 +156,8 @@ def plot_categories(result: "Dissection", layer: str | None = None, *, conventio
         ax.set_title(f"Unique detectors per category: {plain(layer)}", fontsize=10, loc="left")
     else:
         convention = convention or "per-category"
-        _check_convention(convention, ("per-category", "top-label"))
-        ax = _new_axes(ax, (6.4, 3.2))
+        check_convention(convention, ("per-category", "top-label"))
+        ax = new_axes(ax, (6.4, 3.2))
         layers = result.layers
         width = 0.8 / max(1, len(layers))
         shades = np.linspace(0.35, 1.0, len(layers)) if len(layers) > 1 else [1.0]
@@ -169,7 +172,7 @@ def plot_categories(result: "Dissection", layer: str | None = None, *, conventio
     ax.set_ylabel("unique detectors")
     ax.margins(y=0.15)
     ax.yaxis.get_major_locator().set_params(integer=True)
-    _style(ax)
+    style_axes(ax)
     return ax
 
 
@@ -204,7 +207,7 @@ def plot_iou_distribution(result: "Dissection", layer: str | None = None, *, bin
     """
     cut = result.iou_threshold
     labels = result.labels
-    ax = _new_axes(ax, (5.2, 3.0))
+    ax = new_axes(ax, (5.2, 3.0))
     top = float(labels["iou"].max()) if len(labels) else 0.0
     edges = np.linspace(0.0, max(top * 1.05, cut * 2, 1e-6), bins + 1)
     if layer is not None:
@@ -233,7 +236,7 @@ def plot_iou_distribution(result: "Dissection", layer: str | None = None, *, bin
                 textcoords="offset points", va="top", fontsize=8, color=INK)
     ax.set_xlabel("best IoU")
     ax.set_xlim(edges[0], edges[-1])
-    _style(ax)
+    style_axes(ax)
     return ax
 
 
@@ -262,11 +265,11 @@ def plot_layers(result: "Dissection", *, convention: str = "per-category", legen
     ConfigError
         For an unknown convention.
     """
-    _check_convention(convention, ("per-category", "top-label"))
+    check_convention(convention, ("per-category", "top-label"))
     categories = list(result.concepts.categories)
     colors = category_colors(categories)
     layers = result.layers
-    ax = _new_axes(ax, (max(3.6, 1.0 + 0.8 * len(layers)), 3.2))
+    ax = new_axes(ax, (max(3.6, 1.0 + 0.8 * len(layers)), 3.2))
     x = np.arange(len(layers))
     bottom = np.zeros(len(layers))
     for c in categories:
@@ -288,7 +291,7 @@ def plot_layers(result: "Dissection", *, convention: str = "per-category", legen
     if legend:
         handles, names = ax.get_legend_handles_labels()
         ax.legend(handles[::-1], names[::-1], frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    _style(ax)
+    style_axes(ax)
     return ax
 
 

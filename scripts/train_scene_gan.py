@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/train_scene_gan.py [--threads 1] [--gan-iters 4000] [--seg-iters 1500]
+    python scripts/train_scene_gan.py [--threads 1] [--gan-iters 4000] [--seg-iters 4000]
                                       [--out src/netdissect/generators/weights] [--samples runs/scene_gan]
 
 Seeded and CPU-only (one thread: on a shared two-core machine two threads ran
@@ -196,7 +196,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--train-images", type=int, default=20000)
-    p.add_argument("--seg-iters", type=int, default=1500)
+    p.add_argument("--seg-iters", type=int, default=4000)
     p.add_argument("--gan-iters", type=int, default=4000)
     p.add_argument("--out", type=Path, default=ROOT / "src" / "netdissect" / "generators" / "weights")
     p.add_argument("--samples", type=Path, default=ROOT / "runs" / "scene_gan")
@@ -252,7 +252,8 @@ def main():
     args.samples.mkdir(parents=True, exist_ok=True)
     (args.samples / "train_summary.json").write_text(json.dumps(
         {"segmenter": ev, "share_gan_vs_real": share, "present_gan_vs_real": present, "timing": timing,
-         "args": {k: str(v) for k, v in vars(args).items()}, "final_losses": history[-1]}, indent=2) + "\n")
+         "args": {k: str(v) for k, v in vars(args).items()},
+         "final_losses": history[-1] if history else None}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

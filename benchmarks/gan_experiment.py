@@ -6,8 +6,12 @@
 2. MNIST DCGAN (../shared/assets/weights/mnist_dcgan), ink segmenter + the LeNet-5 classifier
    (image-level digit class): dissect ``layer_stack.6`` (64 x 7x7); ablate the top ink units and
    the top units of a digit class (does the classifier stop seeing that digit?).
+3. Scene GAN (the built-in ``scene_gan``, trained by scripts/train_scene_gan.py on synthetic concept scenes)
+   and its object segmenter ``scene_seg``: dissect ``main.5`` (64 x 8x8); which units draw which objects;
+   remove objects by ablating their top units (k = 0..20) and insert the top units of an object in each cell,
+   tallied by what the cell held before (does a tree appear on grass but not in the sky?).
 
-Usage: .venv/bin/python benchmarks/gan_experiment.py [--samples 200] [--out runs/gan]
+Usage: .venv/bin/python benchmarks/gan_experiment.py [--samples 200] [--out runs/gan] [--only face|mnist|scene]
 Prints the figures; writes PNG strips and curves under --out.
 """
 
@@ -145,6 +149,51 @@ def mnist(args, out: Path):
         ablate(split, seg, run, layer, digits[0], out, args.samples, max_k=10, name="mnist_")
 
 
+def scene(args, out: Path):
+    print("== scene GAN (built in), scene_seg object segmenter ==")
+    gen = load_generator("scene_gan")
+    seg = load_segmenter("scene_seg")
+    layer = "main.5"
+    samples = args.scene_samples
+    t = time.perf_counter()
+    run = netdissect.dissect(generator=gen, segmenter=seg, layers=[layer], samples=samples,
+                             out=out / "scene_run", batch_size=100, num_workers=0, progress=False)
+    print(f"  dissection of {layer} on {samples} samples: {time.perf_counter() - t:.1f}s")
+    concepts = show_units(run, layer, top=16)
+    split = LayerSplit(gen, layer)
+    # what the samples hold, as the segmenter sees it
+    z = split.latents(0, range(samples))
+    with torch.no_grad():
+        labels = seg.segment(split.to_images(gen.module(z))).pixel_labels[:, 0]
+    names = {n: seg.concepts[n].name for n in seg.concepts.numbers()}
+    share = {names[n]: ((labels == n).double().mean(), (labels == n).flatten(1).any(1).double().mean())
+             for n in sorted(names)}
+    print("  share of pixels / of samples holding each object: "
+          + ", ".join(f"{k} {a:.3f}/{b:.2f}" for k, (a, b) in share.items()))
+    # foreground objects by their best unit's IoU (detectors or not: the question is whether any unit draws them)
+    best = {c: float(rank_units(run, layer, c)[1][0]) for c in ("house", "tree", "car", "person", "flower", "ball",
+                                                               "sun", "box")}
+    print("  best unit IoU of each foreground object: " + ", ".join(f"{k} {v:.3f}" for k, v in best.items()))
+    foreground = sorted(best, key=best.get, reverse=True)[:2]
+    chosen = foreground + [c for c in concepts if c not in best][:1]
+    for concept in chosen:
+        ablate(split, seg, run, layer, concept, out, samples, max_k=20, name="scene_")
+    values = unit_quantiles(split, samples=samples)
+    for concept in chosen[:2]:
+        units, _ = rank_units(run, layer, concept)
+        t = time.perf_counter()
+        ins = insertion_sweep(split, seg, concept, units[:args.scene_k], values, samples=args.insert_samples * 5,
+                              batch_size=100, strip_cells=[(2, 2), (4, 4), (6, 1), (6, 6)])
+        print(f"  insertion of the top {args.scene_k} {concept} units, {args.insert_samples * 5} samples x 64 cells "
+              f"({time.perf_counter() - t:.1f}s); {concept} label pixels added per insertion (cell = "
+              f"{ins.cell_pixels:.0f} px), by what the cell's centre held before:")
+        print(ins.by_context().to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        cm = ins.cell_map()
+        print("  mean pixels added by cell row (top to bottom): " + ", ".join(f"{v:.2f}" for v in cm.mean(axis=1)))
+        save_cell_map(cm, out / f"scene_insert_{concept}_map.png", title=f"{concept} pixels added")
+        save_strip(ins.strip, out / f"scene_insert_{concept}_strip.png")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, default=200)
@@ -152,7 +201,9 @@ def main():
     p.add_argument("--ace-train", type=int, default=20)
     p.add_argument("--ace-epochs", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/gan"))
-    p.add_argument("--only", choices=["face", "mnist"], default=None)
+    p.add_argument("--scene-samples", type=int, default=500)
+    p.add_argument("--scene-k", type=int, default=10, help="scene GAN: top units inserted (of 64)")
+    p.add_argument("--only", choices=["face", "mnist", "scene"], default=None)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -161,6 +212,8 @@ def main():
         face(args, args.out)
     if args.only in (None, "mnist"):
         mnist(args, args.out)
+    if args.only in (None, "scene"):
+        scene(args, args.out)
 
 
 if __name__ == "__main__":

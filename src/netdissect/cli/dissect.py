@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help=MODELS_HELP)
     what.add_argument("--generator", help="dissect a generator on its own samples (GAN dissection): a built-in "
-                                          "name (face_dcgan, mnist_dcgan) or module:package.module:factory; "
+                                          "name (face_dcgan, mnist_dcgan, scene_gan) or module:package.module:factory; "
                                           "needs --segmenter")
     p.add_argument("--weights", nargs="+", help="a state dict (.pt/.pth) or .safetensors file to load into the "
                                                  "model; several files or a quoted glob ('ckpt_*.pt') dissect each "

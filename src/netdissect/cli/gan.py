@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def _common(p: argparse.ArgumentParser, *, concept: bool = True) -> None:
-    p.add_argument("--generator", required=True, help="a built-in generator (face_dcgan, mnist_dcgan) or "
+    p.add_argument("--generator", required=True, help="a built-in generator (face_dcgan, mnist_dcgan, scene_gan) or "
                                                       "module:package.module:factory")
     p.add_argument("--weights", help="the generator's weights (state dict or .safetensors)")
     p.add_argument("--layer", required=True, help="the layer to edit (a layer of the dissection run)")

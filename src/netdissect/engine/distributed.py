@@ -94,9 +94,11 @@ def _object_group():
     """
     import torch.distributed as dist
 
+    if dist.get_backend() == "gloo":
+        return None  # holds no reference: a group kept alive past destroy_process_group aborts at exit
     default = dist.group.WORLD
     if _CPU_GROUP[0] is not default:
-        _CPU_GROUP[:] = [default, None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")]
+        _CPU_GROUP[:] = [default, dist.new_group(backend="gloo")]
     return _CPU_GROUP[1]
 
 

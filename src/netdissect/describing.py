@@ -189,7 +189,7 @@ def describe(
         Seconds between saves of the pass's state.
     budget : int, optional
         Working memory of the similarity step in float32 values (default N
-        x (U + M) per layer).
+        x (U + M) per layer, at least 2**24 = 64 MiB).
 
     Returns
     -------

@@ -32,7 +32,9 @@ defaults (``../shared/METHODS.md`` part C):
 
 Everything is vectorised over units and words (the only Python loops run
 over a function's top-k ranks and over chunks of words), and the working
-memory stays under a budget of N x (U + M) float32 values by default: the
+memory stays under a budget of N x (U + M) float32 values by default (at
+least MIN_BUDGET, 64 MiB: with few probe images a tiny budget would cut the
+words into chunks so small that per-chunk overhead dominates): the
 words are taken in chunks (:meth:`Similarity.top` keeps only each unit's best
 words, so the (U, M) matrix is never held).  Ties between images (for the top
 sets) go to the lower image index, ties between words to the lower word
@@ -52,6 +54,8 @@ import torch
 from ..errors import ConfigError, close_matches
 
 _REGISTRY: dict[str, Callable[..., "Similarity"]] = {}
+
+MIN_BUDGET = 2**24  # float32 values (64 MiB): the smallest default working memory of a similarity step
 
 
 def register_similarity(name: str):
@@ -250,14 +254,14 @@ class Similarity:
         n, units, words : int
             N images, U units, M words.
         budget : int, optional
-            Float32 values; default N x (U + M).
+            Float32 values; default N x (U + M), at least ``MIN_BUDGET``.
 
         Returns
         -------
         int
             Between 1 and ``words``.
         """
-        budget = n * (units + words) if budget is None else int(budget)
+        budget = max(n * (units + words), MIN_BUDGET) if budget is None else int(budget)
         return max(1, min(words, budget // max(1, self.cost(n, units))))
 
     def __call__(self, p: torch.Tensor, q: torch.Tensor, *, budget: int | None = None) -> torch.Tensor:
@@ -304,7 +308,7 @@ class Similarity:
         k : int
             Words per unit (at most M).
         budget : int, optional
-            Working memory in float32 values (default N x (U + M)).
+            Working memory in float32 values (default N x (U + M), at least ``MIN_BUDGET``).
 
         Returns
         -------

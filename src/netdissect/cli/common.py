@@ -23,6 +23,9 @@ def print_table(frame, floatfmt: str = "{:.3f}") -> None:
     """Print a DataFrame left-aligned, floats with ``floatfmt``."""
     import pandas as pd
 
+    if frame.empty:
+        print("(no rows)")
+        return
     text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     formatters = {c: (lambda w: (lambda v: f"{v:<{w}}"))(int(frame[c].astype(str).str.len().max() or 1))
                   for c in text_columns}

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("adversarial", help="targeted attacks (PGD, CW-L2) and the units they move (PNAS 2020)",
                        description="Attack each image towards a target class and measure |change| of every "
                                    "unit's peak activation; averages over the target's, the source's and the "
-                                   "other units with 99%% intervals. PGD needs torchattacks "
+                                   "other units with 99% intervals. PGD needs torchattacks "
                                    "(pip install 'netdissect[experiments]').")
     p.add_argument("--model", required=True, help=MODELS_HELP)
     p.add_argument("--weights", help="weights file to load into the model")
@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
 
 def run_adversarial(args) -> int:
     """Run ``netdissect experiment adversarial``."""
+    import json
+
     import numpy as np
     import torch
 
@@ -42,19 +44,42 @@ def run_adversarial(args) -> int:
     from ..experiments.adversarial import adversarial
     from ..models import load_model
 
-    loaded = load_model(args.model, weights=args.weights)
-    loaded.module.to(args.device)
-    data = load_class_data(args, model_outputs(loaded))
+    for name, value, low in (("--images", args.images, 1), ("--steps", args.steps, 1)):
+        if value < low:
+            raise ConfigError(f"{name} {value}: must be at least {low}")
+    for name, value in (("--eps", args.eps), ("--c", args.c)):
+        if not value > 0:
+            raise ConfigError(f"{name} {value}: must be positive")
     path = args.ablation / "importance.npy"
     if not path.is_file():
         raise ConfigError(f"--ablation {args.ablation}: no importance.npy (run `netdissect experiment ablation`)")
+    summary = args.ablation / "summary.json"
+    ranked_layer = json.loads(summary.read_text()).get("layer") if summary.is_file() else None
+    if ranked_layer is not None and ranked_layer != args.layer:
+        raise ConfigError(f"--ablation {args.ablation} ranked the units of layer {ranked_layer!r}, not --layer "
+                          f"{args.layer!r}: give an ablation of the same layer")
+    loaded = load_model(args.model, weights=args.weights)
+    loaded.module.to(args.device)
+    outputs = model_outputs(loaded)
+    data = load_class_data(args, outputs)
+    if outputs != len(data.classes):
+        raise ConfigError(f"--model {args.model}: it outputs {outputs} values per image but --data {args.data} "
+                          f"has {len(data.classes)} classes; its outputs must be the data's classes")
+    bad = [t for t in args.targets if not 0 <= t < len(data.classes)]
+    if bad:
+        raise ConfigError(f"--targets {' '.join(map(str, bad))}: class indices run from 0 to {len(data.classes) - 1}")
     order = args.ablation / "units_ranked.npy"  # with its ties broken; older folders: from importance.npy
     ranked = (np.load(order, allow_pickle=False) if order.is_file()
               else np.argsort(np.load(path, allow_pickle=False).T, axis=1, kind="stable"))
+    if ranked.shape[0] != len(data.classes):
+        raise ConfigError(f"--ablation {args.ablation} ranked units for {ranked.shape[0]} classes, but --data "
+                          f"{args.data} has {len(data.classes)}")
     pre = loaded.preprocess
     n = min(args.images, len(data))
     targets = [args.targets[i % len(args.targets)] for i in range(n)]
     picks = [i for i in range(len(data)) if data.targets[i] not in args.targets][:n]
+    if not picks:
+        raise ConfigError(f"--data {args.data}: no image outside the target classes {args.targets} to attack")
     images = torch.from_numpy(np.stack([data.load(i, pre.crop_size, pre.resize_size) for i in picks])
                               .transpose(0, 3, 1, 2)).float().div(255).to(args.device)
     result = adversarial(loaded.module, args.layer, images, targets[:len(picks)], ranked, mean=pre.mean, std=pre.std,

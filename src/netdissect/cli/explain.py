@@ -33,7 +33,12 @@ def class_names_for(k: int, path: Path | None) -> list[str]:
     from ..errors import ConfigError
 
     if path is not None:
-        names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--classes {path}: cannot read it ({exc.strerror or exc}); give a text file of "
+                              "class names, one per line") from None
+        names = [line.strip() for line in text.splitlines() if line.strip()]
         if len(names) != k:
             raise ConfigError(f"--classes {path} lists {len(names)} names; the model has {k} outputs")
         return names

@@ -24,6 +24,7 @@ pass their trained weights with ``weights=FILE``.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -180,5 +181,9 @@ def load_generator(spec: str, *, weights: str | Path | None = None) -> LoadedGen
     if weights is not None:
         load_weights(loaded.module, weights)
         loaded.weights = str(Path(weights).expanduser().resolve())
+    elif spec in _BUILTIN and loaded.weights is None:
+        logging.getLogger(__name__).warning(
+            "generator %s: no weights given, so it runs with random weights (give --weights FILE, Python: "
+            "weights=FILE)", spec)
     loaded.module.eval()
     return loaded

@@ -22,7 +22,8 @@ def _common(p: argparse.ArgumentParser, *, concept: bool = True) -> None:
     if concept:
         p.add_argument("--concept", required=True, help="concept name of the segmenter (e.g. red-c)")
     p.add_argument("--run", type=Path, help="dissection run directory of the generator: units ranked by IoU")
-    p.add_argument("--units", help="comma-separated 0-based units instead of --run")
+    p.add_argument("--units", help="comma-separated 0-based channel indices instead of --run (the report's and "
+                                   "tally.csv's unit numbers are 1-based: subtract 1)")
     p.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
     p.add_argument("--batch-size", type=int, default=32, help="latents per batch (default 32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")

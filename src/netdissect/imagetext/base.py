@@ -18,7 +18,7 @@ synthetic concept scenes.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -77,3 +77,38 @@ class ImageTextModel(Protocol):
 
     def fingerprint(self) -> str:
         """A content key: equal keys mean the same embeddings."""
+
+
+def encode_text_batches(words: Sequence[str], batch_size: int,
+                        encode: Callable[[list[str]], torch.Tensor], device) -> torch.Tensor:
+    """Embed ``words`` ``batch_size`` at a time with ``encode`` (a list of M texts -> (M, D)).
+
+    Parameters
+    ----------
+    words : sequence of str
+        The texts.
+    batch_size : int
+        Texts per call of ``encode``.
+    encode : callable
+        One batch of texts -> (M, D) embeddings.
+    device : torch.device or str
+        Where the (0, D) result of no words is made.
+
+    Returns
+    -------
+    torch.Tensor
+        (len(words), D) float32; (0, D) for no words (D from embedding one empty text).
+
+    Raises
+    ------
+    ConfigError
+        When ``words`` is one string instead of a sequence.
+    """
+    from ..errors import ConfigError
+
+    if isinstance(words, str):
+        raise ConfigError("encode_text takes a sequence of strings, not one string")
+    words = [str(w) for w in words]
+    if not words:
+        return torch.zeros(0, encode([""]).shape[1], device=device)
+    return torch.cat([encode(words[i:i + batch_size]).float() for i in range(0, len(words), batch_size)])

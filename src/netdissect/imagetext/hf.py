@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError, ModelError
+from .base import encode_text_batches
 from .transforms import ImageTransform
 
 INSTALL = "pip install 'netdissect[text]'"
@@ -219,15 +220,9 @@ class HFImageText:
         ConfigError
             When ``words`` is one string instead of a sequence.
         """
-        if isinstance(words, str):
-            raise ConfigError("encode_text takes a sequence of strings, not one string")
-        words = [str(w) for w in words]
-        out = []
-        for i in range(0, len(words), self.text_batch_size):
-            out.append(_features(self.model.get_text_features(**self.tokenize(words[i : i + self.text_batch_size]))))
-        if not out:
-            return torch.zeros(0, self.encode_text([""]).shape[1], device=self.device)
-        return torch.cat(out).float()
+        return encode_text_batches(words, self.text_batch_size,
+                                   lambda batch: _features(self.model.get_text_features(**self.tokenize(batch))),
+                                   self.device)
 
     def to(self, device) -> "HFImageText":
         """Move to ``device``; returns self."""

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import ConfigError, ModelError, close_matches
+from .base import encode_text_batches
 from .transforms import ImageTransform
 
 INSTALL = "pip install 'netdissect[text]'"
@@ -120,17 +121,9 @@ class OpenClipImageText:
         ConfigError
             When ``words`` is one string instead of a sequence.
         """
-        if isinstance(words, str):
-            raise ConfigError("encode_text takes a sequence of strings, not one string")
-        words = [str(w) for w in words]
-        out = []
-        for i in range(0, len(words), self.text_batch_size):
-            tokens = self.tokenizer(words[i : i + self.text_batch_size]).to(self.device)
-            out.append(self.model.encode_text(tokens).float())
-        if not out:
-            dim = self.encode_text([""]).shape[1]
-            return torch.zeros(0, dim, device=self.device)
-        return torch.cat(out)
+        return encode_text_batches(words, self.text_batch_size,
+                                   lambda batch: self.model.encode_text(self.tokenizer(batch).to(self.device)),
+                                   self.device)
 
     def to(self, device) -> "OpenClipImageText":
         """Move to ``device``; returns self."""

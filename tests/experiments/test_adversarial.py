@@ -72,6 +72,24 @@ def test_attack_checks_its_input():
         attack(model, torch.full((1, 3, 4, 4), 2.0), torch.tensor([1]))
     with pytest.raises(ConfigError, match="method 'fgsm'"):
         attack(model, torch.rand(1, 3, 4, 4), torch.tensor([1]), method="fgsm")
+    with pytest.raises(ConfigError, match="attack steps 0"):
+        attack(model, torch.rand(1, 3, 4, 4), torch.tensor([1]), steps=0)
+    with pytest.raises(ConfigError, match="attack eps -1"):
+        attack(model, torch.rand(1, 3, 4, 4), torch.tensor([1]), eps=-1.0)
+
+
+def test_adversarial_checks_targets_and_classes_before_attacking():
+    model, images = identity_net(), torch.rand(2, 3, 4, 4)
+    ranked = np.array([[0, 1, 2, 3], [1, 0, 2, 3], [2, 0, 1, 3]])
+    kw = {"mean": (0, 0, 0), "std": (1, 1, 1)}
+    with pytest.raises(ConfigError, match="targets 7: class indices run from 0 to 2"):
+        adversarial(model, "0", images, [1, 7], ranked, **kw)
+    with pytest.raises(ConfigError, match="1 targets for 2 images"):
+        adversarial(model, "0", images, [1], ranked, **kw)
+    with pytest.raises(ConfigError, match="no images"):
+        adversarial(model, "0", images[:0], [], ranked, **kw)
+    with pytest.raises(ConfigError, match="outputs 3 values per image but the unit ranking has 2 classes"):
+        adversarial(model, "0", images, [1, 0], ranked[:2], **kw)
 
 
 def test_cw_keeps_the_image_when_no_step_reaches_the_target():

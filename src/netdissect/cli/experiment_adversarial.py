@@ -44,12 +44,8 @@ def run_adversarial(args) -> int:
     from ..experiments.adversarial import adversarial
     from ..models import load_model
 
-    for name, value, low in (("--images", args.images, 1), ("--steps", args.steps, 1)):
-        if value < low:
-            raise ConfigError(f"{name} {value}: must be at least {low}")
-    for name, value in (("--eps", args.eps), ("--c", args.c)):
-        if not value > 0:
-            raise ConfigError(f"{name} {value}: must be positive")
+    if args.images < 1:
+        raise ConfigError(f"--images {args.images}: must be at least 1")
     path = args.ablation / "importance.npy"
     if not path.is_file():
         raise ConfigError(f"--ablation {args.ablation}: no importance.npy (run `netdissect experiment ablation`)")
@@ -60,14 +56,7 @@ def run_adversarial(args) -> int:
                           f"{args.layer!r}: give an ablation of the same layer")
     loaded = load_model(args.model, weights=args.weights)
     loaded.module.to(args.device)
-    outputs = model_outputs(loaded)
-    data = load_class_data(args, outputs)
-    if outputs != len(data.classes):
-        raise ConfigError(f"--model {args.model}: it outputs {outputs} values per image but --data {args.data} "
-                          f"has {len(data.classes)} classes; its outputs must be the data's classes")
-    bad = [t for t in args.targets if not 0 <= t < len(data.classes)]
-    if bad:
-        raise ConfigError(f"--targets {' '.join(map(str, bad))}: class indices run from 0 to {len(data.classes) - 1}")
+    data = load_class_data(args, model_outputs(loaded))
     order = args.ablation / "units_ranked.npy"  # with its ties broken; older folders: from importance.npy
     ranked = (np.load(order, allow_pickle=False) if order.is_file()
               else np.argsort(np.load(path, allow_pickle=False).T, axis=1, kind="stable"))

@@ -140,12 +140,18 @@ def attack(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, met
     Raises
     ------
     ConfigError
-        For an unknown method, or images outside [0, 1].
+        For an unknown method, images outside [0, 1], ``steps`` < 1, or
+        ``eps``, ``c`` or ``lr`` not positive.
     ImportError
         For PGD when torchattacks is not installed (``pip install netdissect[experiments]``).
     """
     if method not in ATTACKS:
         raise ConfigError(f"attack method {method!r} is not one of {ATTACKS}")
+    if steps < 1:
+        raise ConfigError(f"attack steps {steps}: must be at least 1")
+    for name, value in (("eps", eps), ("c", c), ("lr", lr)):
+        if not value > 0:
+            raise ConfigError(f"attack {name} {value}: must be positive")
     if float(images.min()) < 0 or float(images.max()) > 1:
         raise ConfigError(f"attack images must lie in [0, 1]; got values in [{float(images.min()):.3f}, "
                           f"{float(images.max()):.3f}]")
@@ -315,9 +321,29 @@ def adversarial(model: nn.Module, layer: str, images: torch.Tensor, targets: Seq
     Returns
     -------
     AttackResult
+
+    Raises
+    ------
+    ConfigError
+        For no images, a target per image missing, a target outside the
+        K classes of ``ranked``, or a model whose output is not K wide (and
+        as :func:`attack`).
     """
-    targets_t = torch.as_tensor(list(targets), dtype=torch.long, device=images.device)
+    targets = [int(t) for t in targets]
+    if len(images) == 0:
+        raise ConfigError("no images to attack")
+    if len(targets) != len(images):
+        raise ConfigError(f"{len(targets)} targets for {len(images)} images: give one target per image")
+    k = int(ranked.shape[0])
+    bad = sorted({t for t in targets if not 0 <= t < k})
+    if bad:
+        raise ConfigError(f"targets {' '.join(map(str, bad))}: class indices run from 0 to {k - 1}")
+    targets_t = torch.as_tensor(targets, dtype=torch.long, device=images.device)
     wrapped = Normalized(model, mean, std).to(images.device).eval()
+    with torch.no_grad():
+        outputs = wrapped(images[:1]).shape[-1]
+    if outputs != k:
+        raise ConfigError(f"the model outputs {outputs} values per image but the unit ranking has {k} classes")
     advs = []
     for i in range(0, len(images), batch_size):
         advs.append(attack(model, images[i:i + batch_size], targets_t[i:i + batch_size], method=method, mean=mean,

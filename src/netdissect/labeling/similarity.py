@@ -275,7 +275,7 @@ class Similarity:
             (N, U) unit summaries.
         budget : int, optional
             Working memory in float32 values besides the inputs and the
-            result (default N x (U + M)).
+            result (default N x (U + M), at least ``MIN_BUDGET``).
 
         Returns
         -------
